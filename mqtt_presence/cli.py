@@ -1,0 +1,107 @@
+"""The `presence` command: the one composition root for every entry point.
+
+Typer gives typed options with generated help; rich prints tables and progress. Each command
+loads its settings once, builds its parts, and turns the project's own errors into a one-line
+message and exit code 1 (no traceback for a problem the user can fix).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+
+from mqtt_presence.stack import LocalStack, StackError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="mqtt-presence: clean device status from the MQTT connection lifecycle.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka + Mosquitto stack.")
+app.add_typer(stack_app, name="stack")
+
+console = Console(stderr=True)
+out = Console()
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="PRESENCE_STACK_HOME",
+                 help="Folder of the local stack (state, config, logs, data)."),
+]
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@stack_app.command("up")
+def stack_up(
+    home: HomeOption = None,
+    kafka_port: Annotated[int | None, typer.Option(help="Kafka port (default: a free one).")] = None,
+    mqtt_port: Annotated[int | None, typer.Option(help="MQTT port (default: a free one).")] = None,
+) -> None:
+    """Start Kafka (KRaft) and Mosquitto on 127.0.0.1, installing them on first use."""
+    stack = LocalStack(home)
+    try:
+        with console.status("starting the local stack…") as status:
+            info = stack.up(kafka_port, mqtt_port,
+                            progress=lambda msg: (console.log(msg), status.update(msg)))
+    except StackError as exc:
+        raise fail(str(exc)) from exc
+    out.print(f"Kafka {info.kafka_version}  bootstrap [bold]{info.kafka_bootstrap}[/]  "
+              f"(pid {info.kafka_pid})")
+    out.print(f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  "
+              f"(pid {info.mosquitto_pid})")
+    out.print(f"home {info.home}; stop with `presence stack down`")
+
+
+@stack_app.command("status")
+def stack_status(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Where the local stack is and whether its processes run. Exit 1 when it is not up."""
+    stack = LocalStack(home)
+    try:
+        info = stack.info()
+    except StackError as exc:
+        raise fail(str(exc)) from exc
+    if info is None:
+        if as_json:
+            out.print_json(data={"up": False, "home": str(stack.home)})
+        else:
+            console.print(f"no stack is up in {stack.home}")
+        raise typer.Exit(1)
+    health = stack.health(info)
+    up = all(health.values())
+    if as_json:
+        data = msgspec.to_builtins(info)
+        data.update(up=up, running=health, mqtt_url=info.mqtt_url)
+        sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
+    else:
+        for name, running in health.items():
+            out.print(f"{name:10} {'[green]running[/]' if running else '[red]not running[/]'}")
+        out.print(f"kafka      {info.kafka_bootstrap}\nmqtt       {info.mqtt_url}")
+    raise typer.Exit(0 if up else 1)
+
+
+@stack_app.command("down")
+def stack_down(
+    home: HomeOption = None,
+    keep_data: Annotated[bool, typer.Option(help="Keep the brokers' data folders.")] = False,
+) -> None:
+    """Stop the processes the stack started (by pid) and discard its data."""
+    stack = LocalStack(home)
+    try:
+        stopped = stack.down(keep_data=keep_data)
+    except StackError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"stopped {len(stopped)} process(es): {stopped}" if stopped
+                  else f"nothing was running in {stack.home}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,190 @@
+"""Apache Kafka for the local stack: resolved from Maven Central, run in KRaft mode with the JDK.
+
+One combined broker+controller on 127.0.0.1, storage formatted on first start, logs to a file in
+the stack's home. Nothing of Kafka is in this repository: Maven resolves `kafka_2.13` and its
+dependencies into its own local repository and we run `kafka.Kafka` from that class path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from mqtt_presence.stack.errors import BrokerStartError, StackError, ToolMissingError
+from mqtt_presence.stack.logs import tail
+from mqtt_presence.stack.ports import HOST
+
+KAFKA_VERSION_PROPERTY = "kafka.version"
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+HEAP = os.environ.get("PRESENCE_KAFKA_HEAP", "768m")
+
+Progress = Callable[[str], None]
+
+
+def _resource(name: str) -> bytes:
+    return (resources.files("mqtt_presence.stack") / name).read_bytes()
+
+
+def kafka_version() -> str:
+    """The Kafka version the bundled POM asks Maven for."""
+    pom = _resource("pom.xml").decode()
+    start = pom.index(f"<{KAFKA_VERSION_PROPERTY}>") + len(KAFKA_VERSION_PROPERTY) + 2
+    return pom[start : pom.index("<", start)]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mqtt-presence"
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ToolMissingError(f"`{tool}` was not found on PATH: {hint}")
+    return path
+
+
+def resolve_classpath(progress: Progress = lambda _msg: None) -> list[Path]:
+    """Kafka's runtime class path, resolved by Maven once and cached by the POM's hash."""
+    pom = _resource("pom.xml")
+    digest = hashlib.sha256(pom).hexdigest()[:16]
+    cached = cache_dir() / f"kafka-classpath-{digest}.txt"
+    if cached.exists():
+        jars = [Path(p) for p in cached.read_text().split(os.pathsep) if p]
+        if jars and all(j.exists() for j in jars):
+            return jars
+    mvn = _require("mvn", "install Apache Maven (Debian: apt-get install maven)")
+    _require("java", "install a JDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
+    work = cache_dir() / f"kafka-pom-{digest}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "pom.xml").write_bytes(pom)
+    out = work / "classpath.txt"
+    log = work / "maven.log"
+    progress(
+        f"resolving Apache Kafka {kafka_version()} from Maven Central "
+        f"(first run only; log: {log})"
+    )
+    with log.open("wb") as sink:
+        proc = subprocess.run(
+            [mvn, "-B", "-f", str(work / "pom.xml"), "dependency:build-classpath",
+             f"-Dmdep.outputFile={out}"],
+            stdout=sink, stderr=subprocess.STDOUT, check=False,
+        )
+    if proc.returncode != 0 or not out.exists():
+        raise StackError(
+            f"Maven could not resolve Kafka (exit {proc.returncode}); last lines of {log}:\n"
+            + tail(log)
+        )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out, cached)
+    return [Path(p) for p in out.read_text().split(os.pathsep) if p]
+
+
+def server_properties(home: Path, port: int, controller_port: int) -> str:
+    """The broker's configuration; every value that differs from Kafka's default says why."""
+    data = home / "kafka-data"
+    settings = {
+        # One process is both broker and KRaft controller: no ZooKeeper, nothing else to run.
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data),
+        # Every topic is declared by its owner (the bridge, Faust's compacted changelogs).
+        "auto.create.topics.enable": "false",
+        # A single broker: internal topics cannot have more than one replica.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # Fewer internal partitions than the default 50: faster first consumer-group join.
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.num.partitions": "8",
+        # Consumer groups start at once instead of waiting 3 s for more members.
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _java_command(classpath: list[Path], home: Path, *args: str) -> list[str]:
+    java = _require("java", "install a JDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
+    return [
+        java,
+        f"-Xmx{HEAP}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={home}",
+        "-cp",
+        os.pathsep.join(str(j) for j in classpath),
+        *args,
+    ]
+
+
+def prepare(home: Path, classpath: list[Path], port: int, controller_port: int) -> Path:
+    """Write the config and format the storage if it is not formatted yet; returns the config."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "log4j2.properties").write_bytes(_resource("log4j2.properties"))
+    config = home / "server.properties"
+    config.write_text(server_properties(home, port, controller_port))
+    if not (home / "kafka-data" / "meta.properties").exists():
+        cmd = _java_command(classpath, home, STORAGE_TOOL, "format", "-t", _cluster_id(),
+                            "-c", str(config), "--ignore-formatted")
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise BrokerStartError(f"formatting Kafka's storage failed:\n{proc.stdout}{proc.stderr}")
+    return config
+
+
+def start(home: Path, classpath: list[Path], config: Path) -> subprocess.Popen[bytes]:
+    """Start the broker in its own session (it outlives the CLI); stdout goes to a file."""
+    out = (home / "kafka.stdout").open("ab")
+    return subprocess.Popen(
+        _java_command(classpath, home, MAIN_CLASS, str(config)),
+        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, cwd=home,
+    )
+
+
+def wait_ready(bootstrap: str, alive: Callable[[], bool], log: Path, timeout: float = 90.0) -> None:
+    """Wait until a real client call (describe the cluster) succeeds, the process dies or time runs out."""
+    from kafka import KafkaAdminClient  # local import: the CLI's other commands need no client
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if not alive():
+            raise BrokerStartError(f"Kafka exited during start-up; last lines of {log}:\n{tail(log)}")
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            try:
+                admin.describe_cluster()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as exc:  # the broker is not ready yet
+            last_error = exc
+            time.sleep(0.3)
+    raise BrokerStartError(
+        f"Kafka at {bootstrap} was not ready after {timeout:.0f} s ({last_error!r}); "
+        f"last lines of {log}:\n{tail(log)}"
+    )

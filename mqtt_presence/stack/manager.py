@@ -1,0 +1,220 @@
+"""The local stack: one Kafka broker and one Mosquitto on free loopback ports, in a home folder.
+
+`up` provisions what is missing (Mosquitto from apt, Kafka from Maven Central), starts both in
+sessions of their own so they outlive the command, waits for real client calls to succeed, and
+writes `stack.json` so other commands (and other processes) find the stack. `down` stops exactly the
+pids it recorded. Several stacks live side by side in different home folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from mqtt_presence.stack import kafka, mosquitto
+from mqtt_presence.stack.errors import StackError
+from mqtt_presence.stack.ports import HOST, ensure_free, free_port
+
+STATE_FILE = "stack.json"
+Progress = Callable[[str], None]
+
+
+class StackInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a running local stack is; written to `<home>/stack.json`."""
+
+    home: str
+    kafka_bootstrap: str
+    kafka_port: int
+    kafka_controller_port: int
+    kafka_pid: int
+    kafka_version: str
+    mqtt_host: str
+    mqtt_port: int
+    mosquitto_pid: int
+    mosquitto_version: str
+    started_at: float
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+
+
+def default_home() -> Path:
+    env = os.environ.get("PRESENCE_STACK_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mqtt-presence" / "stack"
+
+
+def _env_port(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def pid_running(pid: int, marker: str) -> bool:
+    """True if `pid` is a live (not zombie) process whose command line contains `marker`."""
+    _reap(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state != "Z" and marker in cmdline
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_pid(pid: int, marker: str, timeout: float = 30.0) -> bool:
+    """SIGTERM, wait, then SIGKILL; only if the pid still runs the expected program."""
+    if not pid_running(pid, marker):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_running(pid, marker):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while pid_running(pid, marker):
+        time.sleep(0.05)
+    return True
+
+
+class LocalStack:
+    """A local Kafka + Mosquitto pair rooted in one home folder."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = (home or default_home()).resolve()
+
+    @property
+    def state_path(self) -> Path:
+        return self.home / STATE_FILE
+
+    def info(self) -> StackInfo | None:
+        """The recorded stack, or None when there is none."""
+        try:
+            return msgspec.json.decode(self.state_path.read_bytes(), type=StackInfo)
+        except FileNotFoundError:
+            return None
+        except msgspec.DecodeError as exc:
+            raise StackError(f"{self.state_path} is not a stack state file ({exc}); "
+                             "remove it and run `presence stack up` again") from exc
+
+    def health(self, info: StackInfo) -> dict[str, bool]:
+        return {
+            "kafka": pid_running(info.kafka_pid, kafka.MAIN_CLASS),
+            "mosquitto": pid_running(info.mosquitto_pid, "mosquitto"),
+        }
+
+    def up(self, kafka_port: int | None = None, mqtt_port: int | None = None,
+           progress: Progress = lambda _m: None) -> StackInfo:
+        """Start the stack, or return the one already running in this home."""
+        current = self.info()
+        if current is not None:
+            if all(self.health(current).values()):
+                progress(f"the stack in {self.home} is already up")
+                return current
+            progress("found a stack that is no longer running; cleaning it up")
+            self.down()
+        kafka_port = kafka_port or _env_port("PRESENCE_KAFKA_PORT")
+        mqtt_port = mqtt_port or _env_port("PRESENCE_MQTT_PORT")
+        kport = ensure_free(kafka_port, "Kafka") if kafka_port else free_port()
+        cport = free_port()
+        mport = ensure_free(mqtt_port, "MQTT") if mqtt_port else free_port()
+
+        binary = mosquitto.ensure_installed(progress)
+        classpath = kafka.resolve_classpath(progress)
+        self.home.mkdir(parents=True, exist_ok=True)
+        started: list[tuple[int, str]] = []
+        try:
+            progress(f"starting mosquitto on {HOST}:{mport}")
+            mconf = mosquitto.prepare(self.home, mport)
+            mproc = mosquitto.start(binary, self.home, mconf)
+            started.append((mproc.pid, "mosquitto"))
+            mosquitto.wait_ready(mport, lambda: mproc.poll() is None, self.home / "mosquitto.log")
+
+            progress(f"starting Kafka {kafka.kafka_version()} (KRaft) on {HOST}:{kport}")
+            kconf = kafka.prepare(self.home, classpath, kport, cport)
+            kproc = kafka.start(self.home, classpath, kconf)
+            started.append((kproc.pid, kafka.MAIN_CLASS))
+            kafka.wait_ready(f"{HOST}:{kport}", lambda: kproc.poll() is None,
+                             self.home / "kafka.log")
+        except BaseException:
+            for pid, marker in started:
+                stop_pid(pid, marker, timeout=10)
+            raise
+        info = StackInfo(
+            home=str(self.home), kafka_bootstrap=f"{HOST}:{kport}", kafka_port=kport,
+            kafka_controller_port=cport, kafka_pid=kproc.pid, kafka_version=kafka.kafka_version(),
+            mqtt_host=HOST, mqtt_port=mport, mosquitto_pid=mproc.pid,
+            mosquitto_version=mosquitto.version(binary), started_at=time.time(),
+        )
+        self.state_path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
+        return info
+
+    def down(self, keep_data: bool = False) -> list[int]:
+        """Stop the recorded processes (only those) and forget the stack; returns stopped pids."""
+        info = self.info()
+        stopped: list[int] = []
+        if info is not None:
+            for pid, marker in ((info.kafka_pid, kafka.MAIN_CLASS),
+                                (info.mosquitto_pid, "mosquitto")):
+                if stop_pid(pid, marker):
+                    stopped.append(pid)
+            self.state_path.unlink(missing_ok=True)
+        if not keep_data:
+            for data in ("kafka-data", "mosquitto-data"):
+                shutil.rmtree(self.home / data, ignore_errors=True)
+        return stopped
+
+    # Restarting one broker in place (same ports, same data): failure tests use these.
+    def stop_kafka(self) -> None:
+        info = self._require_info()
+        stop_pid(info.kafka_pid, kafka.MAIN_CLASS)
+
+    def start_kafka(self) -> StackInfo:
+        info = self._require_info()
+        classpath = kafka.resolve_classpath()
+        conf = kafka.prepare(self.home, classpath, info.kafka_port, info.kafka_controller_port)
+        proc = kafka.start(self.home, classpath, conf)
+        kafka.wait_ready(info.kafka_bootstrap, lambda: proc.poll() is None, self.home / "kafka.log")
+        return self._record(msgspec.structs.replace(info, kafka_pid=proc.pid))
+
+    def stop_mosquitto(self) -> None:
+        info = self._require_info()
+        stop_pid(info.mosquitto_pid, "mosquitto")
+
+    def start_mosquitto(self) -> StackInfo:
+        info = self._require_info()
+        binary = mosquitto.ensure_installed()
+        conf = self.home / "mosquitto.conf"
+        proc = mosquitto.start(binary, self.home, conf)
+        mosquitto.wait_ready(info.mqtt_port, lambda: proc.poll() is None,
+                             self.home / "mosquitto.log")
+        return self._record(msgspec.structs.replace(info, mosquitto_pid=proc.pid))
+
+    def _require_info(self) -> StackInfo:
+        info = self.info()
+        if info is None:
+            raise StackError(f"no stack is up in {self.home}; run `presence stack up`")
+        return info
+
+    def _record(self, info: StackInfo) -> StackInfo:
+        self.state_path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
+        return info
+
+

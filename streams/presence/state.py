@@ -1,0 +1,59 @@
+"""Per-device state of the presence core: small, bounded, and complete.
+
+Everything the machine needs to continue after a restart is here, pending deadlines included, so a
+worker that restores this record from its table's changelog carries on exactly. msgspec encodes it
+as a compact JSON array (`array_like`), and `gc=False` keeps a million of them cheap to hold.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from streams.presence.events import Reason, SessionOrder, SessionToken, Status
+
+STATE_SCHEMA_VERSION = 1
+
+
+class DeviceState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
+    """One device. Treated as immutable: the machine copies it before it changes anything."""
+
+    device: str
+    # What downstream was told last.
+    status: Status | None = None
+    flapping: bool = False
+    version: int = 0
+    since: int = 0
+    # What the raw events say right now (before debounce and damping).
+    observed: Status | None = None
+    observed_since: int = 0
+    observed_reason: Reason = Reason.BIRTH
+    observed_verified: bool = False
+    last_seen: int = 0
+    # The device's current session and the few it had before (for opaque ids).
+    session: SessionToken | None = None
+    session_order: SessionOrder = SessionOrder.OPAQUE
+    session_open: bool = False
+    known_sessions: tuple[SessionToken, ...] = ()
+    # Pending deadlines (ms): emit `observed` (debounce), release damping.
+    due: int | None = None
+    release_due: int | None = None
+    # Flap damping: the penalty as of `penalty_at`.
+    penalty: float = 0.0
+    penalty_at: int = 0
+    # Raw events absorbed since the last change; recent message fingerprints; the clock.
+    suppressed: int = 0
+    recent: tuple[int, ...] = ()
+    clock: int = 0
+    schema_version: int = STATE_SCHEMA_VERSION
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(DeviceState)
+
+
+def encode_state(state: DeviceState) -> bytes:
+    return _encoder.encode(state)
+
+
+def decode_state(data: bytes) -> DeviceState:
+    return _decoder.decode(data)
