@@ -15,12 +15,15 @@ import msgspec
 import typer
 from rich.console import Console
 
+from mqtt_presence.settings import ConfigError, load_file, presence_config
 from mqtt_presence.stack import LocalStack, StackError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="mqtt-presence: clean device status from the MQTT connection lifecycle.")
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka + Mosquitto stack.")
 app.add_typer(stack_app, name="stack")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 out = Console()
@@ -101,6 +104,83 @@ def stack_down(
         raise fail(str(exc)) from exc
     console.print(f"stopped {len(stopped)} process(es): {stopped}" if stopped
                   else f"nothing was running in {stack.home}")
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="PRESENCE_CONFIG", exists=True, dir_okay=False,
+                 help="TOML config file; the core reads its [presence] table."),
+]
+
+
+@app.command("replay")
+def replay_command(
+    source: Annotated[str, typer.Argument(help="JSON lines of raw events, or - for stdin.")] = "-",
+    config: ConfigOption = None,
+    explain: Annotated[str | None, typer.Option(
+        help="Print, for each input of this device, what the core decided and why.")] = None,
+    until: Annotated[int | None, typer.Option(
+        help="Final tick (ms since the epoch); default: the last event's receive time.")] = None,
+) -> None:
+    """Run a dump of presence.raw through the core; print status changes as JSON lines."""
+    from streams.replay import ReplayReport, replay  # noqa: PLC0415 - keeps `presence` start fast
+
+    try:
+        core = presence_config(load_file(config), str(config))
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+    report = ReplayReport()
+    try:
+        stream = sys.stdin.buffer if source == "-" else Path(source).open("rb")  # noqa: SIM115
+    except OSError as exc:
+        raise fail(f"cannot read {source}: {exc.strerror}") from exc
+    with stream:
+        for line in replay(stream, core, explain=explain, until=until, report=report):
+            sys.stdout.buffer.write(line + b"\n")
+    for bad in report.bad_lines:
+        console.print(f"[yellow]skipped[/] {bad}", highlight=False)
+    console.print(f"{report.events} events in, {report.changes} status changes out"
+                  + (f", {len(report.bad_lines)} bad lines skipped" if report.bad_lines else ""))
+    if report.bad_lines:
+        raise typer.Exit(1)
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    scenario: Annotated[list[str] | None, typer.Option(
+        help="Scenario name (repeat for several); default: all.")] = None,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated devices per scenario.")] = 1_000,
+    seed: Annotated[int, typer.Option(help="Simulator seed (same seed, same fleet).")] = 1,
+    config: ConfigOption = None,
+) -> None:
+    """Simulated fleets through the core and through a naive baseline, against ground truth."""
+    from rich.table import Table  # noqa: PLC0415
+
+    from fleet.accuracy import config_for, evaluate  # noqa: PLC0415
+    from fleet.simulator import SCENARIOS, simulate  # noqa: PLC0415
+
+    names = scenario or list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise fail(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    try:
+        base = presence_config(load_file(config), str(config))
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+    for name in names:
+        with console.status(f"simulating {name} ({devices} devices, seed {seed})…"):
+            sim = simulate(SCENARIOS[name], devices, seed)
+            result = evaluate(sim, config_for(sim, base))
+        table = Table(title=f"{name}: {result.description}", title_justify="left",
+                      caption=f"{result.events} raw events, {devices} devices, seed {seed}, "
+                              f"{sim.duration_ms // 60_000} simulated minutes",
+                      caption_justify="left")
+        table.add_column("metric")
+        for column in result.columns:
+            table.add_column(column, justify="right")
+        for metric in next(iter(result.columns.values())):
+            table.add_row(metric, *(col[metric] for col in result.columns.values()))
+        out.print(table)
 
 
 def main() -> None:

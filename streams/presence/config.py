@@ -61,6 +61,13 @@ class PresenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     inactivity_timeout_ms: for devices that send periodic messages: offline after this long
         without any message, so an offline is not missed when the will itself is lost. Off by
         default (not every device sends periodically).
+    tokenless_min_will_delay_ms: for devices without session tokens: a will that arrives sooner
+        than this after the birth it would close is taken for the previous session's stale will
+        and dropped. Sound when set to the devices' keepalive: a broker publishes the will of a
+        lost connection only once 1 to 1.5 x keepalive have passed without a packet, and the
+        birth was a packet. It misjudges only wills the broker sends at once (it kicked the
+        client, or a takeover under the same client id), which then show as online until the
+        next signal. Off (0) by default, since the keepalive is the fleet's own.
     dedup_memory: how many recent message fingerprints each device remembers.
     known_sessions: how many recent opaque session ids each device remembers (equality only).
     superseded_reasons: broker disconnect reasons meaning "a newer connection replaced this one".
@@ -69,6 +76,7 @@ class PresenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     offline_grace_ms: int = 5_000
     online_delay_ms: int = 0
     inactivity_timeout_ms: int | None = None
+    tokenless_min_will_delay_ms: int = 0
     dedup_memory: int = 8
     known_sessions: int = 4
     superseded_reasons: frozenset[str] = frozenset({"takenover", "discarded"})

@@ -88,6 +88,16 @@ def step(
     return s, changes, notes
 
 
+def next_deadline(state: DeviceState, config: PresenceConfig) -> int | None:
+    """The earliest time a `Tick` would change this state, or None: a driver only needs to tick
+    devices whose deadline has come."""
+    timeout = config.inactivity_timeout_ms
+    inactive_due = (state.last_seen + timeout
+                    if timeout is not None and state.observed is Status.ONLINE else None)
+    return min((d for d in (state.due, state.release_due, inactive_due) if d is not None),
+               default=None)
+
+
 def fingerprint(event: ConnectionEvent) -> int:
     """A stable identity of the message behind an event, for dropping repeats.
 
@@ -151,6 +161,13 @@ def _on_close(
             notes.append(f"disconnect ({e.reason}) dropped: a newer connection replaced it")
         return
     if token is None:
+        early = config.tokenless_min_will_delay_ms
+        if (early and e.kind is EventKind.WILL and s.session is None
+                and s.observed is Status.ONLINE and now - s.observed_since < early):
+            if notes is not None:
+                notes.append(f"will {now - s.observed_since} ms after the birth dropped: too "
+                             "early to be this connection's (keepalive), so a stale one")
+            return
         s.session_open = False
         if notes is not None and s.observed is not Status.OFFLINE:
             notes.append(f"{e.kind} without a session closes the current one (receive order)")
@@ -279,9 +296,7 @@ def _fire_deadlines(s: DeviceState, config: PresenceConfig, changes: list[Status
     """Fire every deadline at or before the state's clock, earliest first, each at its own time."""
     timeout = config.inactivity_timeout_ms
     while True:
-        inactive_due = (s.last_seen + timeout
-                        if timeout is not None and s.observed is Status.ONLINE else None)
-        due = min((d for d in (s.due, s.release_due, inactive_due) if d is not None), default=None)
+        due = next_deadline(s, config)
         if due is None or due > s.clock:
             return
         if due == s.due:

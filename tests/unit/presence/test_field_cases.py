@@ -153,6 +153,16 @@ def test_token_less_stale_will_is_corrected_by_the_next_sign_of_life() -> None:
     assert statuses(out) == [("online", False)]
 
 
+def test_token_less_will_sooner_than_the_keepalive_after_the_birth_is_stale() -> None:
+    config = PresenceConfig(offline_grace_ms=GRACE, tokenless_min_will_delay_ms=60_000)
+    # power cycle: new birth at 8 s, the old connection's will 45 s later
+    _, out = run([ev("birth", 0), ev("birth", 8_000), ev("will", 53_000), Tick(120_000)], config)
+    assert statuses(out) == [("online", False)]
+    # a will a full keepalive after the birth is this connection's own
+    _, out = run([ev("birth", 0), ev("will", 95_000), Tick(120_000)], config)
+    assert statuses(out) == [("online", False), ("offline", False)]
+
+
 def test_emqx_takenover_disconnect_is_not_an_offline() -> None:
     ts = SessionOrder.TIMESTAMP
     _, out = run([ev("connected", 0, 1_000, order=ts),

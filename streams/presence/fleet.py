@@ -1,0 +1,75 @@
+"""Driving the machine for many devices at once, in time order. Pure, like the machine.
+
+`Fleet` keeps each device's state and a heap of pending deadlines, so time can be advanced for the
+whole fleet by ticking only the devices whose deadline has come. Replay, the benchmarks and the
+simulator-driven tests use it; a worker does the same per partition with its table.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+
+from streams.presence.config import PresenceConfig
+from streams.presence.events import ConnectionEvent, Input, StatusChange, Tick
+from streams.presence.machine import Notes, next_deadline, step
+from streams.presence.state import DeviceState
+
+
+Trace = Callable[[Input, list[str], list[StatusChange]], None]
+
+
+class Fleet:
+    """The states of many devices, advanced together. `tick_ms` rounds deadline ticks up to a
+    timer period (what a worker's timer does); 0 ticks at each deadline itself. `trace`, with
+    `traced` (a device id), hears every input of that device with the machine's reasons."""
+
+    def __init__(self, config: PresenceConfig, tick_ms: int = 0, *,
+                 traced: str | None = None, trace: Trace | None = None) -> None:
+        self.config = config
+        self.tick_ms = tick_ms
+        self.traced = traced
+        self.trace = trace
+        self.states: dict[str, DeviceState] = {}
+        self._deadlines: list[tuple[int, str]] = []
+
+    def feed(self, event: ConnectionEvent) -> list[StatusChange]:
+        """Advance time to the event (firing earlier deadlines), then apply it."""
+        changes = self.advance(event.received_at)
+        changes += self._apply(event.device, event)
+        return changes
+
+    def advance(self, now: int) -> list[StatusChange]:
+        """Fire every deadline up to `now`, in time order."""
+        changes: list[StatusChange] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            due, device = heapq.heappop(heap)
+            tick_at = -(-due // self.tick_ms) * self.tick_ms if self.tick_ms else due
+            if tick_at > now:
+                heapq.heappush(heap, (due, device))
+                break
+            state = self.states.get(device)
+            if state is not None and next_deadline(state, self.config) == due:
+                changes += self._apply(device, Tick(tick_at))
+        return changes
+
+    def run(self, events: Iterable[ConnectionEvent], until: int | None = None
+            ) -> Iterator[StatusChange]:
+        last = 0
+        for event in events:
+            last = max(last, event.received_at)
+            yield from self.feed(event)
+        yield from self.advance(last if until is None else until)
+
+    def _apply(self, device: str, inp: Input) -> list[StatusChange]:
+        notes: Notes = [] if self.trace is not None and device == self.traced else None
+        state, changes, _ = step(self.states.get(device), inp, self.config, notes)
+        if self.trace is not None and notes is not None:
+            self.trace(inp, notes, changes)
+        if state is not None:
+            self.states[device] = state
+            due = next_deadline(state, self.config)
+            if due is not None:
+                heapq.heappush(self._deadlines, (due, device))
+        return changes
