@@ -20,7 +20,6 @@ depend on how ticks are spaced.
 
 from __future__ import annotations
 
-import copy
 import zlib
 
 from streams.presence.config import PresenceConfig
@@ -40,6 +39,11 @@ from streams.presence.state import DeviceState
 
 Notes = list[str] | None
 
+# Module constants: in the hot path, enum members and sets are cheaper looked up here.
+_ACTIVITY = EventKind.ACTIVITY
+_OPENING = frozenset({EventKind.BIRTH, EventKind.CONNECTED})
+_ONLINE, _OFFLINE = Status.ONLINE, Status.OFFLINE
+
 
 def transition(
     state: DeviceState | None, event: Input, config: PresenceConfig
@@ -57,13 +61,16 @@ def step(
     if isinstance(event, Tick):
         if state is None:
             return None, changes, notes
-        s = copy.copy(state)
+        s = state.__copy__()
         s.clock = max(s.clock, event.now)
         _fire_deadlines(s, config, changes, notes)
         return s, changes, notes
 
-    s = copy.copy(state) if state is not None else DeviceState(device=event.device)
-    s.clock = now = max(s.clock, event.received_at)
+    s = state.__copy__() if state is not None else DeviceState(device=event.device)
+    now = event.received_at
+    if now < s.clock:
+        now = s.clock
+    s.clock = now
     _fire_deadlines(s, config, changes, notes)
     emitted_before = len(changes)
 
@@ -74,12 +81,13 @@ def step(
     else:
         if config.dedup_memory:
             s.recent = (*s.recent, fp)[-config.dedup_memory :]
-        if event.kind is EventKind.ACTIVITY:
+        kind = event.kind
+        if kind is _ACTIVITY:
             _on_activity(s, event, now, config, changes, notes)
         elif event.retain and event.session is None and s.observed is not None:
             if notes is not None:
-                notes.append(f"retained {event.kind} ignored: a replay of an old state, not news")
-        elif event.kind.opens:
+                notes.append(f"retained {kind} ignored: a replay of an old state, not news")
+        elif kind in _OPENING:
             _on_open(s, event, now, config, changes, notes)
         else:
             _on_close(s, event, now, config, changes, notes)
@@ -91,11 +99,14 @@ def step(
 def next_deadline(state: DeviceState, config: PresenceConfig) -> int | None:
     """The earliest time a `Tick` would change this state, or None: a driver only needs to tick
     devices whose deadline has come."""
+    due, release_due = state.due, state.release_due
     timeout = config.inactivity_timeout_ms
-    inactive_due = (state.last_seen + timeout
-                    if timeout is not None and state.observed is Status.ONLINE else None)
-    return min((d for d in (state.due, state.release_due, inactive_due) if d is not None),
-               default=None)
+    if timeout is not None and state.observed is _ONLINE:
+        inactive = state.last_seen + timeout
+        due = inactive if due is None or inactive < due else due
+    if release_due is not None and (due is None or release_due < due):
+        return release_due
+    return due
 
 
 def fingerprint(event: ConnectionEvent) -> int:
