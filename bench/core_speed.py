@@ -56,11 +56,23 @@ def bytes_per_device(n: int, config: PresenceConfig) -> float:
     for i in range(n):
         device = f"site-{i % 977:03d}/camera-{i:07d}"
         state = None
-        for kind, t, session in ((EventKind.BIRTH, 1_000, 7), (EventKind.WILL, 60_000, 7),
-                                 (EventKind.BIRTH, 90_000, 8)):
-            state, _ = transition(state, ConnectionEvent(
-                device=device, kind=kind, received_at=1_700_000_000_000 + t, session=session,
-                session_order=SessionOrder.COUNTER, event_time=1_700_000_000_000 + t), config)
+        for kind, t, session in (
+            (EventKind.BIRTH, 1_000, 7),
+            (EventKind.WILL, 60_000, 7),
+            (EventKind.BIRTH, 90_000, 8),
+        ):
+            state, _ = transition(
+                state,
+                ConnectionEvent(
+                    device=device,
+                    kind=kind,
+                    received_at=1_700_000_000_000 + t,
+                    session=session,
+                    session_order=SessionOrder.COUNTER,
+                    event_time=1_700_000_000_000 + t,
+                ),
+                config,
+            )
         states[device] = state
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -76,14 +88,18 @@ def main() -> None:
     args = parser.parse_args()
     config = PresenceConfig()
     print(f"core speed, one core, {args.devices} simulated devices per scenario")
-    print(f"{'scenario':18} {'events':>9} {'transition ev/s':>16} {'x target':>9} "
-          f"{'fleet ev/s':>12} {'x target':>9}")
+    print(
+        f"{'scenario':18} {'events':>9} {'transition ev/s':>16} {'x target':>9} "
+        f"{'fleet ev/s':>12} {'x target':>9}"
+    )
     for name in ("stale-will", "duplicates", "reorder", "flapping", "lost-will"):
         sim = simulate(SCENARIOS[name], args.devices, args.seed)
         best_t = max(rate_transition(sim.events, config) for _ in range(3))
         best_f = max(rate_fleet(sim.events, config, sim.duration_ms) for _ in range(3))
-        print(f"{name:18} {len(sim.events):>9} {best_t:>16,.0f} {best_t / TARGET_RATE:>9.2f} "
-              f"{best_f:>12,.0f} {best_f / TARGET_RATE:>9.2f}")
+        print(
+            f"{name:18} {len(sim.events):>9} {best_t:>16,.0f} {best_t / TARGET_RATE:>9.2f} "
+            f"{best_f:>12,.0f} {best_f / TARGET_RATE:>9.2f}"
+        )
     print("\nmemory per tracked device (state + key + dict slot, tracemalloc)")
     for n in (int(x) for x in args.memory_sizes.split(",")):
         per = bytes_per_device(n, config)

@@ -6,14 +6,15 @@ arrives (birth means online, will or offline means offline), one downstream chan
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from fleet.simulator import DeviceTimeline, EndKind, Simulation
 import msgspec
 
+from fleet.simulator import DeviceTimeline, EndKind, Simulation
 from streams.presence import EventKind, PresenceConfig, Status
 from streams.presence.fleet import Fleet
 
@@ -35,8 +36,10 @@ def run_core(sim: Simulation, config: PresenceConfig) -> list[Emitted]:
     """Feed the simulation through the core in receive order, ticking each device when its
     deadline comes, rounded up to the workers' one-second timer, and up to the end."""
     fleet = Fleet(config, tick_ms=TICK_MS)
-    return [Emitted(c.device, c.status, c.flapping, c.since, c.decided_at)
-            for c in fleet.run(sim.events, until=sim.duration_ms)]
+    return [
+        Emitted(c.device, c.status, c.flapping, c.since, c.decided_at)
+        for c in fleet.run(sim.events, until=sim.duration_ms)
+    ]
 
 
 def run_naive(sim: Simulation) -> list[Emitted]:
@@ -74,7 +77,7 @@ class Score:
             "devices": str(self.devices),
             "stale-will false offlines": str(self.false_offlines),
             "missed offlines (signal reached us)": f"{self.missed_offlines} / "
-                                                   f"{self.detectable_offlines}",
+            f"{self.detectable_offlines}",
             "offlines with no signal at all": str(self.undetectable_offlines),
             "duplicate emissions": str(self.duplicate_emissions),
             "changes per true transition": _ratio(self.changes, self.true_transitions),
@@ -96,8 +99,9 @@ def _percentiles(values: list[int]) -> str:
     return f"{statistics.median(values) / 1000:.1f} / {p99 / 1000:.1f} s"
 
 
-def score(sim: Simulation, emitted: Iterable[Emitted], config: PresenceConfig,
-          with_token: bool) -> Score:
+def score(
+    sim: Simulation, emitted: Iterable[Emitted], config: PresenceConfig, with_token: bool
+) -> Score:
     """Score the devices with (or without) session tokens."""
     by_device: dict[str, list[Emitted]] = defaultdict(list)
     for em in emitted:
@@ -124,22 +128,31 @@ def _gaps(tl: DeviceTimeline, end: int) -> list[tuple[int, int, int | None]]:
     return gaps
 
 
-def _score_device(sim: Simulation, tl: DeviceTimeline, ems: list[Emitted],
-                  config: PresenceConfig, slack: int, result: Score) -> None:
+def _score_device(
+    sim: Simulation,
+    tl: DeviceTimeline,
+    ems: list[Emitted],
+    config: PresenceConfig,
+    slack: int,
+    result: Score,
+) -> None:
     end = sim.duration_ms
     result.true_transitions += sum(1 + (s.end is not None) for s in tl.sessions)
     result.changes += len(ems)
     result.duplicate_emissions += sum(
-        1 for a, b in zip(ems, ems[1:], strict=False)
-        if (a.status, a.flapping) == (b.status, b.flapping))
+        1 for a, b in itertools.pairwise(ems) if (a.status, a.flapping) == (b.status, b.flapping)
+    )
     gaps = _gaps(tl, end)
     for em in ems:
-        if em.status is Status.OFFLINE and not em.flapping and not any(
-                g0 <= em.decided_at and g1 > em.since for g0, g1, _ in gaps):
+        if (
+            em.status is Status.OFFLINE
+            and not em.flapping
+            and not any(g0 <= em.decided_at and g1 > em.since for g0, g1, _ in gaps)
+        ):
             result.false_offlines += 1
     timeout = config.inactivity_timeout_ms
-    for i, (g0, g1, signal) in enumerate(gaps):
-        session = tl.sessions[i]
+    for i, (g0, g1, delivered) in enumerate(gaps):
+        session, signal = tl.sessions[i], delivered
         if signal is None and timeout is not None and tl.heartbeat_ms:
             # The last sign of life is the last heartbeat (or the birth) of the session.
             beats = (g0 - session.start) // tl.heartbeat_ms
@@ -155,8 +168,14 @@ def _score_device(sim: Simulation, tl: DeviceTimeline, ems: list[Emitted],
         if shown is None or (shown.status is Status.ONLINE and not shown.flapping):
             result.missed_offlines += 1
             continue
-        first = next((em for em in ems if g0 <= em.decided_at < g1
-                      and (em.status is Status.OFFLINE or em.flapping)), None)
+        first = next(
+            (
+                em
+                for em in ems
+                if g0 <= em.decided_at < g1 and (em.status is Status.OFFLINE or em.flapping)
+            ),
+            None,
+        )
         if first is not None:  # (else it was shown offline before the gap already)
             result.latencies.append(first.decided_at - g0)
             result.latencies_after_signal.append(max(first.decided_at - signal, 0))
@@ -181,11 +200,18 @@ def _shown_at(ems: list[Emitted], t: int) -> Emitted | None:
 def _wrong_time(tl: DeviceTimeline, ems: list[Emitted], end: int) -> int:
     """How long downstream showed a status other than the truth (flapping counts as right:
     it says the device is unstable, which it is)."""
-    points = sorted({0, end, *(em.decided_at for em in ems),
-                     *(s.start for s in tl.sessions), *(s.end for s in tl.sessions if s.end)})
+    points = sorted(
+        {
+            0,
+            end,
+            *(em.decided_at for em in ems),
+            *(s.start for s in tl.sessions),
+            *(s.end for s in tl.sessions if s.end),
+        }
+    )
     wrong = 0
     idx = -1
-    for t0, t1 in zip(points, points[1:], strict=False):
+    for t0, t1 in itertools.pairwise(points):
         while idx + 1 < len(ems) and ems[idx + 1].decided_at <= t0:
             idx += 1
         if idx < 0 or t0 < tl.sessions[0].start:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
 
@@ -75,27 +76,62 @@ class ScenarioSpec:
     tokenless_share: float = 0.2
 
 
-SCENARIOS: dict[str, ScenarioSpec] = {s.name: s for s in [
-    ScenarioSpec("stale-will", "power cycles with Clean Start = 1 inside the keepalive window: "
-                 "the old session's will arrives after the new birth (field report B)",
-                 reboot_share=0.9, takeover_share=0.0),
-    ScenarioSpec("long-outage", "power off longer than the keepalive: will, then birth",
-                 reboot_share=0.0, mean_uptime_ms=600_000),
-    ScenarioSpec("lost-will", "wills lost on the way; devices send a heartbeat every 30 s",
-                 lost_will_share=0.5, heartbeat_ms=30_000, reboot_share=0.3),
-    ScenarioSpec("duplicates", "QoS 1 redeliveries of a third of all messages",
-                 duplicate_share=0.33),
-    ScenarioSpec("reorder", "two broker nodes: deliveries jittered by up to 3 s",
-                 reorder_jitter_ms=3_000, duplicate_share=0.1, mean_uptime_ms=120_000),
-    ScenarioSpec("retained-replay", "retained births replayed every time the subscriber "
-                 "reconnects (every 10 min), also for devices that are off",
-                 retained_births=True, subscriber_reconnect_every_ms=600_000, reboot_share=0.3),
-    ScenarioSpec("flapping", "a quarter of the fleet flaps every 1-3 s for a minute, "
-                 "kicked by the broker's rate limits (field report A)", flapping_share=0.25),
-    ScenarioSpec("reconnect-storm", "the broker restarts: every device drops at once, wills "
-                 "lost, all reconnect within 30 s", storm_at_ms=1_800_000,
-                 retained_births=True),
-]}
+SCENARIOS: dict[str, ScenarioSpec] = {
+    s.name: s
+    for s in [
+        ScenarioSpec(
+            "stale-will",
+            "power cycles with Clean Start = 1 inside the keepalive window: "
+            "the old session's will arrives after the new birth (field report B)",
+            reboot_share=0.9,
+            takeover_share=0.0,
+        ),
+        ScenarioSpec(
+            "long-outage",
+            "power off longer than the keepalive: will, then birth",
+            reboot_share=0.0,
+            mean_uptime_ms=600_000,
+        ),
+        ScenarioSpec(
+            "lost-will",
+            "wills lost on the way; devices send a heartbeat every 30 s",
+            lost_will_share=0.5,
+            heartbeat_ms=30_000,
+            reboot_share=0.3,
+        ),
+        ScenarioSpec(
+            "duplicates", "QoS 1 redeliveries of a third of all messages", duplicate_share=0.33
+        ),
+        ScenarioSpec(
+            "reorder",
+            "two broker nodes: deliveries jittered by up to 3 s",
+            reorder_jitter_ms=3_000,
+            duplicate_share=0.1,
+            mean_uptime_ms=120_000,
+        ),
+        ScenarioSpec(
+            "retained-replay",
+            "retained births replayed every time the subscriber "
+            "reconnects (every 10 min), also for devices that are off",
+            retained_births=True,
+            subscriber_reconnect_every_ms=600_000,
+            reboot_share=0.3,
+        ),
+        ScenarioSpec(
+            "flapping",
+            "a quarter of the fleet flaps every 1-3 s for a minute, "
+            "kicked by the broker's rate limits (field report A)",
+            flapping_share=0.25,
+        ),
+        ScenarioSpec(
+            "reconnect-storm",
+            "the broker restarts: every device drops at once, wills "
+            "lost, all reconnect within 30 s",
+            storm_at_ms=1_800_000,
+            retained_births=True,
+        ),
+    ]
+}
 
 
 @dataclass
@@ -125,8 +161,11 @@ def simulate(spec: ScenarioSpec, devices: int = 1_000, seed: int = 1) -> Simulat
 
 
 def _timeline(spec: ScenarioSpec, rnd: random.Random, device: str) -> DeviceTimeline:
-    tl = DeviceTimeline(device=device, has_token=rnd.random() >= spec.tokenless_share,
-                        heartbeat_ms=spec.heartbeat_ms)
+    tl = DeviceTimeline(
+        device=device,
+        has_token=rnd.random() >= spec.tokenless_share,
+        heartbeat_ms=spec.heartbeat_ms,
+    )
     if rnd.random() < spec.flapping_share:
         start = rnd.randrange(60_000, max(spec.duration_ms - 120_000, 60_001))
         tl.flapping.append((start, start + 60_000))
@@ -136,10 +175,14 @@ def _timeline(spec: ScenarioSpec, rnd: random.Random, device: str) -> DeviceTime
     while t < spec.duration_ms:
         in_flap = next(((a, b) for a, b in tl.flapping if a <= t < b), None)
         if in_flap:
-            up, down, end_kind = rnd.randrange(500, 1_500), rnd.randrange(500, 1_500), EndKind.KICKED
+            up, down, end_kind = (
+                rnd.randrange(500, 1_500),
+                rnd.randrange(500, 1_500),
+                EndKind.KICKED,
+            )
         else:
             up = int(rnd.expovariate(1 / spec.mean_uptime_ms)) + 1_000
-            if (spec.storm_at_ms is not None and t < spec.storm_at_ms < t + up):
+            if spec.storm_at_ms is not None and t < spec.storm_at_ms < t + up:
                 up = spec.storm_at_ms - t
                 down, end_kind = rnd.randrange(1_000, 30_000), EndKind.LOST_WILL
             else:
@@ -172,20 +215,36 @@ def _outage(spec: ScenarioSpec, rnd: random.Random, ka: int) -> tuple[int, EndKi
     return rnd.randrange(2 * ka, 10 * ka), kind
 
 
-def _deliveries(spec: ScenarioSpec, rnd: random.Random, tl: DeviceTimeline) -> list[ConnectionEvent]:
+def _deliveries(
+    spec: ScenarioSpec, rnd: random.Random, tl: DeviceTimeline
+) -> list[ConnectionEvent]:
     out: list[ConnectionEvent] = []
 
-    def deliver(kind: EventKind, sent: int, token: int | None, *, retain: bool = False,
-                event_time: int | None = None) -> int | None:
-        at = sent + rnd.randrange(5, 50) + (rnd.randrange(0, spec.reorder_jitter_ms)
-                                            if spec.reorder_jitter_ms else 0)
+    def deliver(
+        kind: EventKind,
+        sent: int,
+        token: int | None,
+        *,
+        retain: bool = False,
+        event_time: int | None = None,
+    ) -> int | None:
+        at = (
+            sent
+            + rnd.randrange(5, 50)
+            + (rnd.randrange(0, spec.reorder_jitter_ms) if spec.reorder_jitter_ms else 0)
+        )
         if at >= spec.duration_ms:
             return None
-        e = ConnectionEvent(device=tl.device, kind=kind, received_at=at,
-                            session=token if tl.has_token else None,
-                            session_order=SessionOrder.COUNTER, retain=retain,
-                            event_time=event_time if tl.has_token else None,
-                            topic=f"devices/{tl.device}/status")
+        e = ConnectionEvent(
+            device=tl.device,
+            kind=kind,
+            received_at=at,
+            session=token if tl.has_token else None,
+            session_order=SessionOrder.COUNTER,
+            retain=retain,
+            event_time=event_time if tl.has_token else None,
+            topic=f"devices/{tl.device}/status",
+        )
         out.append(e)
         if rnd.random() < spec.duplicate_share:
             again = at + rnd.randrange(10, 5_000)
@@ -219,29 +278,38 @@ def _deliveries(spec: ScenarioSpec, rnd: random.Random, tl: DeviceTimeline) -> l
     return out
 
 
-def _retained_replays(spec: ScenarioSpec, timelines: list[DeviceTimeline],
-                      every: int) -> list[ConnectionEvent]:
+def _retained_replays(
+    spec: ScenarioSpec, timelines: list[DeviceTimeline], every: int
+) -> list[ConnectionEvent]:
     out: list[ConnectionEvent] = []
     for at in range(every, spec.duration_ms, every):
         out.extend(_retained_replays_at(spec, timelines, at))
     return out
 
 
-def _retained_replays_at(spec: ScenarioSpec, timelines: list[DeviceTimeline],
-                         at: int) -> list[ConnectionEvent]:
+def _retained_replays_at(
+    spec: ScenarioSpec, timelines: list[DeviceTimeline], at: int
+) -> list[ConnectionEvent]:
     """The subscriber (re)connects at `at`: the broker sends each device's last retained birth."""
     out = []
     for tl in timelines:
         last = next((s for s in reversed(tl.sessions) if s.start <= at), None)
         if last is None:
             continue
-        out.append(ConnectionEvent(
-            device=tl.device, kind=EventKind.BIRTH, received_at=at,
-            session=last.token if tl.has_token else None, session_order=SessionOrder.COUNTER,
-            event_time=last.start if tl.has_token else None, retain=True,
-            topic=f"devices/{tl.device}/status"))
+        out.append(
+            ConnectionEvent(
+                device=tl.device,
+                kind=EventKind.BIRTH,
+                received_at=at,
+                session=last.token if tl.has_token else None,
+                session_order=SessionOrder.COUNTER,
+                event_time=last.start if tl.has_token else None,
+                retain=True,
+                topic=f"devices/{tl.device}/status",
+            )
+        )
     return out
 
 
-def _fields(e: ConnectionEvent) -> dict[str, object]:
+def _fields(e: ConnectionEvent) -> dict[str, Any]:
     return {f: getattr(e, f) for f in e.__struct_fields__}

@@ -18,8 +18,12 @@ from rich.console import Console
 from mqtt_presence.settings import ConfigError, load_file, presence_config
 from mqtt_presence.stack import LocalStack, StackError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="mqtt-presence: clean device status from the MQTT connection lifecycle.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="mqtt-presence: clean device status from the MQTT connection lifecycle.",
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka + Mosquitto stack.")
 app.add_typer(stack_app, name="stack")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
@@ -30,8 +34,11 @@ out = Console()
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", envvar="PRESENCE_STACK_HOME",
-                 help="Folder of the local stack (state, config, logs, data)."),
+    typer.Option(
+        "--home",
+        envvar="PRESENCE_STACK_HOME",
+        help="Folder of the local stack (state, config, logs, data).",
+    ),
 ]
 
 
@@ -43,21 +50,30 @@ def fail(message: str) -> typer.Exit:
 @stack_app.command("up")
 def stack_up(
     home: HomeOption = None,
-    kafka_port: Annotated[int | None, typer.Option(help="Kafka port (default: a free one).")] = None,
+    kafka_port: Annotated[
+        int | None, typer.Option(help="Kafka port (default: a free one).")
+    ] = None,
     mqtt_port: Annotated[int | None, typer.Option(help="MQTT port (default: a free one).")] = None,
 ) -> None:
     """Start Kafka (KRaft) and Mosquitto on 127.0.0.1, installing them on first use."""
     stack = LocalStack(home)
     try:
         with console.status("starting the local stack…") as status:
-            info = stack.up(kafka_port, mqtt_port,
-                            progress=lambda msg: (console.log(msg), status.update(msg)))
+
+            def progress(msg: str) -> None:
+                console.log(msg)
+                status.update(msg)
+
+            info = stack.up(kafka_port, mqtt_port, progress=progress)
     except StackError as exc:
         raise fail(str(exc)) from exc
-    out.print(f"Kafka {info.kafka_version}  bootstrap [bold]{info.kafka_bootstrap}[/]  "
-              f"(pid {info.kafka_pid})")
-    out.print(f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  "
-              f"(pid {info.mosquitto_pid})")
+    out.print(
+        f"Kafka {info.kafka_version}  bootstrap [bold]{info.kafka_bootstrap}[/]  "
+        f"(pid {info.kafka_pid})"
+    )
+    out.print(
+        f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  (pid {info.mosquitto_pid})"
+    )
     out.print(f"home {info.home}; stop with `presence stack down`")
 
 
@@ -102,14 +118,23 @@ def stack_down(
         stopped = stack.down(keep_data=keep_data)
     except StackError as exc:
         raise fail(str(exc)) from exc
-    console.print(f"stopped {len(stopped)} process(es): {stopped}" if stopped
-                  else f"nothing was running in {stack.home}")
+    console.print(
+        f"stopped {len(stopped)} process(es): {stopped}"
+        if stopped
+        else f"nothing was running in {stack.home}"
+    )
 
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", envvar="PRESENCE_CONFIG", exists=True, dir_okay=False,
-                 help="TOML config file; the core reads its [presence] table."),
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="PRESENCE_CONFIG",
+        exists=True,
+        dir_okay=False,
+        help="TOML config file; the core reads its [presence] table.",
+    ),
 ]
 
 
@@ -117,10 +142,16 @@ ConfigOption = Annotated[
 def replay_command(
     source: Annotated[str, typer.Argument(help="JSON lines of raw events, or - for stdin.")] = "-",
     config: ConfigOption = None,
-    explain: Annotated[str | None, typer.Option(
-        help="Print, for each input of this device, what the core decided and why.")] = None,
-    until: Annotated[int | None, typer.Option(
-        help="Final tick (ms since the epoch); default: the last event's receive time.")] = None,
+    explain: Annotated[
+        str | None,
+        typer.Option(help="Print, for each input of this device, what the core decided and why."),
+    ] = None,
+    until: Annotated[
+        int | None,
+        typer.Option(
+            help="Final tick (ms since the epoch); default: the last event's receive time."
+        ),
+    ] = None,
 ) -> None:
     """Run a dump of presence.raw through the core; print status changes as JSON lines."""
     from streams.replay import ReplayReport, replay  # noqa: PLC0415 - keeps `presence` start fast
@@ -139,16 +170,19 @@ def replay_command(
             sys.stdout.buffer.write(line + b"\n")
     for bad in report.bad_lines:
         console.print(f"[yellow]skipped[/] {bad}", highlight=False)
-    console.print(f"{report.events} events in, {report.changes} status changes out"
-                  + (f", {len(report.bad_lines)} bad lines skipped" if report.bad_lines else ""))
+    console.print(
+        f"{report.events} events in, {report.changes} status changes out"
+        + (f", {len(report.bad_lines)} bad lines skipped" if report.bad_lines else "")
+    )
     if report.bad_lines:
         raise typer.Exit(1)
 
 
 @bench_app.command("accuracy")
 def bench_accuracy(
-    scenario: Annotated[list[str] | None, typer.Option(
-        help="Scenario name (repeat for several); default: all.")] = None,
+    scenario: Annotated[
+        list[str] | None, typer.Option(help="Scenario name (repeat for several); default: all.")
+    ] = None,
     devices: Annotated[int, typer.Option(min=1, help="Simulated devices per scenario.")] = 1_000,
     seed: Annotated[int, typer.Option(help="Simulator seed (same seed, same fleet).")] = 1,
     config: ConfigOption = None,
@@ -171,16 +205,108 @@ def bench_accuracy(
         with console.status(f"simulating {name} ({devices} devices, seed {seed})…"):
             sim = simulate(SCENARIOS[name], devices, seed)
             result = evaluate(sim, config_for(sim, base))
-        table = Table(title=f"{name}: {result.description}", title_justify="left",
-                      caption=f"{result.events} raw events, {devices} devices, seed {seed}, "
-                              f"{sim.duration_ms // 60_000} simulated minutes",
-                      caption_justify="left")
+        table = Table(
+            title=f"{name}: {result.description}",
+            title_justify="left",
+            caption=f"{result.events} raw events, {devices} devices, seed {seed}, "
+            f"{sim.duration_ms // 60_000} simulated minutes",
+            caption_justify="left",
+        )
         table.add_column("metric")
         for column in result.columns:
             table.add_column(column, justify="right")
         for metric in next(iter(result.columns.values())):
             table.add_row(metric, *(col[metric] for col in result.columns.values()))
         out.print(table)
+
+
+def local_stack_defaults(file_data: dict[str, object], section: str) -> dict[str, str]:
+    """Broker addresses from the running local stack, for whatever the user did not set."""
+    import os  # noqa: PLC0415
+
+    table = file_data.get(section, {})
+    given = table if isinstance(table, dict) else {}
+    prefix = f"PRESENCE_{section.upper()}_"
+    missing = [
+        k
+        for k in ("mqtt_url", "kafka_bootstrap")
+        if k not in given and prefix + k.upper() not in os.environ
+    ]
+    if not missing:
+        return {}
+    info = LocalStack().info()
+    if info is None:
+        raise fail(
+            f"no {' or '.join(missing)} given and no local stack is up: run "
+            "`presence stack up`, or pass --mqtt-url / --kafka-bootstrap"
+        )
+    found = {"mqtt_url": info.mqtt_url, "kafka_bootstrap": info.kafka_bootstrap}
+    return {k: found[k] for k in missing}
+
+
+def setup_logging(verbose: bool) -> None:
+    import logging  # noqa: PLC0415
+
+    from rich.logging import RichHandler  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+
+
+@app.command("bridge")
+def bridge_command(
+    config: ConfigOption = None,
+    mqtt_url: Annotated[
+        str | None, typer.Option(help="mqtt://host:port (default: local stack)")
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="host:port (default: local stack)")
+    ] = None,
+    client_id: Annotated[str | None, typer.Option(help="MQTT client id (one per bridge)")] = None,
+    shared_group: Annotated[
+        str | None,
+        typer.Option(help="Share the load with other bridges through $share/<group>/..."),
+    ] = None,
+    http_port: Annotated[int | None, typer.Option(help="Metrics and health port (0: any)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Subscribe to the fleet's lifecycle topics and write one raw event per message to Kafka."""
+    import signal  # noqa: PLC0415
+
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from bridge.app import Bridge  # noqa: PLC0415
+    from bridge.config import load_bridge_settings  # noqa: PLC0415
+    from bridge.errors import BridgeError  # noqa: PLC0415
+
+    setup_logging(verbose)
+    try:
+        data = load_file(config)
+        overrides: dict[str, object] = {
+            "mqtt_url": mqtt_url,
+            "kafka_bootstrap": kafka_bootstrap,
+            "client_id": client_id,
+            "shared_group": shared_group,
+            "http_port": http_port,
+        }
+        if mqtt_url is None or kafka_bootstrap is None:
+            defaults = local_stack_defaults(data, "bridge")
+            overrides = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        settings = load_bridge_settings(data, **overrides)
+    except (ConfigError, ValidationError) as exc:
+        raise fail(f"bad bridge configuration: {exc}") from exc
+    bridge = Bridge(settings)
+    signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
+    signal.signal(signal.SIGINT, lambda *_: bridge.stop())
+    try:
+        bridge.run()
+    except BridgeError as exc:
+        raise fail(str(exc)) from exc
 
 
 def main() -> None:

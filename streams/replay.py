@@ -37,8 +37,14 @@ class ReplayReport:
     bad_lines: list[str] = field(default_factory=list)
 
 
-def replay(lines: Iterable[bytes], config: PresenceConfig, *, explain: str | None = None,
-           until: int | None = None, report: ReplayReport | None = None) -> Iterator[bytes]:
+def replay(
+    lines: Iterable[bytes],
+    config: PresenceConfig,
+    *,
+    explain: str | None = None,
+    until: int | None = None,
+    report: ReplayReport | None = None,
+) -> Iterator[bytes]:
     """Yield output lines (without newline). Lines that are not raw events are reported in
     `report.bad_lines` with their line number and skipped; the rest goes on."""
     report = report if report is not None else ReplayReport()
@@ -50,8 +56,13 @@ def replay(lines: Iterable[bytes], config: PresenceConfig, *, explain: str | Non
                 return
             item = Explanation(at=inp.now, input="tick", decisions=notes, emitted=changes)
         else:
-            item = Explanation(at=inp.received_at, input=inp.kind.value, session=inp.session,
-                               decisions=notes or ["nothing changes"], emitted=changes)
+            item = Explanation(
+                at=inp.received_at,
+                input=inp.kind.value,
+                session=inp.session,
+                decisions=notes or ["nothing changes"],
+                emitted=changes,
+            )
         explained.append(_encode(item))
 
     fleet = Fleet(config, traced=explain, trace=trace if explain else None)
@@ -70,8 +81,9 @@ def replay(lines: Iterable[bytes], config: PresenceConfig, *, explain: str | Non
     yield from _emit(fleet.advance(last if until is None else until), explain, explained, report)
 
 
-def _emit(changes: list[StatusChange], explain: str | None, explained: list[bytes],
-          report: ReplayReport) -> Iterator[bytes]:
+def _emit(
+    changes: list[StatusChange], explain: str | None, explained: list[bytes], report: ReplayReport
+) -> Iterator[bytes]:
     report.changes += len(changes)
     if explain is None:
         for change in changes:

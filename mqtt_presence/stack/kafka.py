@@ -18,9 +18,13 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
 from mqtt_presence.stack.errors import BrokerStartError, StackError, ToolMissingError
 from mqtt_presence.stack.logs import tail
 from mqtt_presence.stack.ports import HOST
+from mqtt_presence.stack.processes import spawn
 
 KAFKA_VERSION_PROPERTY = "kafka.version"
 MAIN_CLASS = "kafka.Kafka"
@@ -70,14 +74,21 @@ def resolve_classpath(progress: Progress = lambda _msg: None) -> list[Path]:
     out = work / "classpath.txt"
     log = work / "maven.log"
     progress(
-        f"resolving Apache Kafka {kafka_version()} from Maven Central "
-        f"(first run only; log: {log})"
+        f"resolving Apache Kafka {kafka_version()} from Maven Central (first run only; log: {log})"
     )
     with log.open("wb") as sink:
         proc = subprocess.run(
-            [mvn, "-B", "-f", str(work / "pom.xml"), "dependency:build-classpath",
-             f"-Dmdep.outputFile={out}"],
-            stdout=sink, stderr=subprocess.STDOUT, check=False,
+            [
+                mvn,
+                "-B",
+                "-f",
+                str(work / "pom.xml"),
+                "dependency:build-classpath",
+                f"-Dmdep.outputFile={out}",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     if proc.returncode != 0 or not out.exists():
         raise StackError(
@@ -125,7 +136,9 @@ def _cluster_id() -> str:
 
 
 def _java_command(classpath: list[Path], home: Path, *args: str) -> list[str]:
-    java = _require("java", "install a JDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
+    java = _require(
+        "java", "install a JDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless)"
+    )
     return [
         java,
         f"-Xmx{HEAP}",
@@ -146,34 +159,43 @@ def prepare(home: Path, classpath: list[Path], port: int, controller_port: int) 
     config = home / "server.properties"
     config.write_text(server_properties(home, port, controller_port))
     if not (home / "kafka-data" / "meta.properties").exists():
-        cmd = _java_command(classpath, home, STORAGE_TOOL, "format", "-t", _cluster_id(),
-                            "-c", str(config), "--ignore-formatted")
+        cmd = _java_command(
+            classpath,
+            home,
+            STORAGE_TOOL,
+            "format",
+            "-t",
+            _cluster_id(),
+            "-c",
+            str(config),
+            "--ignore-formatted",
+        )
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerStartError(f"formatting Kafka's storage failed:\n{proc.stdout}{proc.stderr}")
+            raise BrokerStartError(
+                f"formatting Kafka's storage failed:\n{proc.stdout}{proc.stderr}"
+            )
     return config
 
 
 def start(home: Path, classpath: list[Path], config: Path) -> subprocess.Popen[bytes]:
     """Start the broker in its own session (it outlives the CLI); stdout goes to a file."""
-    out = (home / "kafka.stdout").open("ab")
-    return subprocess.Popen(
-        _java_command(classpath, home, MAIN_CLASS, str(config)),
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, cwd=home,
+    return spawn(
+        _java_command(classpath, home, MAIN_CLASS, str(config)), home / "kafka.stdout", cwd=home
     )
 
 
 def wait_ready(bootstrap: str, alive: Callable[[], bool], log: Path, timeout: float = 90.0) -> None:
-    """Wait until a real client call (describe the cluster) succeeds, the process dies or time runs out."""
-    from kafka import KafkaAdminClient  # local import: the CLI's other commands need no client
-    from kafka.errors import KafkaError
+    """Wait until a real client call (describe the cluster) succeeds, or the process dies, or
+    time runs out."""
 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if not alive():
-            raise BrokerStartError(f"Kafka exited during start-up; last lines of {log}:\n{tail(log)}")
+            raise BrokerStartError(
+                f"Kafka exited during start-up; last lines of {log}:\n{tail(log)}"
+            )
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
             try:

@@ -8,10 +8,8 @@ pids it recorded. Several stacks live side by side in different home folders.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ import msgspec
 from mqtt_presence.stack import kafka, mosquitto
 from mqtt_presence.stack.errors import StackError
 from mqtt_presence.stack.ports import HOST, ensure_free, free_port
+from mqtt_presence.stack.processes import pid_running, stop_pid
 
 STATE_FILE = "stack.json"
 Progress = Callable[[str], None]
@@ -59,41 +58,6 @@ def _env_port(name: str) -> int | None:
     return int(value) if value else None
 
 
-def pid_running(pid: int, marker: str) -> bool:
-    """True if `pid` is a live (not zombie) process whose command line contains `marker`."""
-    _reap(pid)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state != "Z" and marker in cmdline
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def stop_pid(pid: int, marker: str, timeout: float = 30.0) -> bool:
-    """SIGTERM, wait, then SIGKILL; only if the pid still runs the expected program."""
-    if not pid_running(pid, marker):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_running(pid, marker):
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while pid_running(pid, marker):
-        time.sleep(0.05)
-    return True
-
-
 class LocalStack:
     """A local Kafka + Mosquitto pair rooted in one home folder."""
 
@@ -111,8 +75,10 @@ class LocalStack:
         except FileNotFoundError:
             return None
         except msgspec.DecodeError as exc:
-            raise StackError(f"{self.state_path} is not a stack state file ({exc}); "
-                             "remove it and run `presence stack up` again") from exc
+            raise StackError(
+                f"{self.state_path} is not a stack state file ({exc}); "
+                "remove it and run `presence stack up` again"
+            ) from exc
 
     def health(self, info: StackInfo) -> dict[str, bool]:
         return {
@@ -120,8 +86,12 @@ class LocalStack:
             "mosquitto": pid_running(info.mosquitto_pid, "mosquitto"),
         }
 
-    def up(self, kafka_port: int | None = None, mqtt_port: int | None = None,
-           progress: Progress = lambda _m: None) -> StackInfo:
+    def up(
+        self,
+        kafka_port: int | None = None,
+        mqtt_port: int | None = None,
+        progress: Progress = lambda _m: None,
+    ) -> StackInfo:
         """Start the stack, or return the one already running in this home."""
         current = self.info()
         if current is not None:
@@ -151,17 +121,25 @@ class LocalStack:
             kconf = kafka.prepare(self.home, classpath, kport, cport)
             kproc = kafka.start(self.home, classpath, kconf)
             started.append((kproc.pid, kafka.MAIN_CLASS))
-            kafka.wait_ready(f"{HOST}:{kport}", lambda: kproc.poll() is None,
-                             self.home / "kafka.log")
+            kafka.wait_ready(
+                f"{HOST}:{kport}", lambda: kproc.poll() is None, self.home / "kafka.log"
+            )
         except BaseException:
             for pid, marker in started:
                 stop_pid(pid, marker, timeout=10)
             raise
         info = StackInfo(
-            home=str(self.home), kafka_bootstrap=f"{HOST}:{kport}", kafka_port=kport,
-            kafka_controller_port=cport, kafka_pid=kproc.pid, kafka_version=kafka.kafka_version(),
-            mqtt_host=HOST, mqtt_port=mport, mosquitto_pid=mproc.pid,
-            mosquitto_version=mosquitto.version(binary), started_at=time.time(),
+            home=str(self.home),
+            kafka_bootstrap=f"{HOST}:{kport}",
+            kafka_port=kport,
+            kafka_controller_port=cport,
+            kafka_pid=kproc.pid,
+            kafka_version=kafka.kafka_version(),
+            mqtt_host=HOST,
+            mqtt_port=mport,
+            mosquitto_pid=mproc.pid,
+            mosquitto_version=mosquitto.version(binary),
+            started_at=time.time(),
         )
         self.state_path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
         return info
@@ -171,8 +149,10 @@ class LocalStack:
         info = self.info()
         stopped: list[int] = []
         if info is not None:
-            for pid, marker in ((info.kafka_pid, kafka.MAIN_CLASS),
-                                (info.mosquitto_pid, "mosquitto")):
+            for pid, marker in (
+                (info.kafka_pid, kafka.MAIN_CLASS),
+                (info.mosquitto_pid, "mosquitto"),
+            ):
                 if stop_pid(pid, marker):
                     stopped.append(pid)
             self.state_path.unlink(missing_ok=True)
@@ -203,8 +183,9 @@ class LocalStack:
         binary = mosquitto.ensure_installed()
         conf = self.home / "mosquitto.conf"
         proc = mosquitto.start(binary, self.home, conf)
-        mosquitto.wait_ready(info.mqtt_port, lambda: proc.poll() is None,
-                             self.home / "mosquitto.log")
+        mosquitto.wait_ready(
+            info.mqtt_port, lambda: proc.poll() is None, self.home / "mosquitto.log"
+        )
         return self._record(msgspec.structs.replace(info, mosquitto_pid=proc.pid))
 
     def _require_info(self) -> StackInfo:
@@ -216,5 +197,3 @@ class LocalStack:
     def _record(self, info: StackInfo) -> StackInfo:
         self.state_path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
         return info
-
-

@@ -38,10 +38,10 @@ class DampingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     @property
     def ceiling(self) -> float:
         """The highest penalty kept: it decays to `reuse` in exactly `max_suppress_ms`."""
-        return self.reuse * 2.0 ** (self.max_suppress_ms / self.half_life_ms)
+        return float(self.reuse * 2.0 ** (self.max_suppress_ms / self.half_life_ms))
 
     def decay(self, penalty: float, elapsed_ms: int) -> float:
-        return penalty * 0.5 ** (max(elapsed_ms, 0) / self.half_life_ms)
+        return float(penalty * 0.5 ** (max(elapsed_ms, 0) / self.half_life_ms))
 
     def release_after_ms(self, penalty: float) -> int:
         """How long until `penalty` decays to `reuse` (0 if it already has)."""

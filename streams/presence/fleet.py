@@ -15,7 +15,6 @@ from streams.presence.events import ConnectionEvent, Input, StatusChange, Tick
 from streams.presence.machine import Notes, next_deadline, step
 from streams.presence.state import DeviceState
 
-
 Trace = Callable[[Input, list[str], list[StatusChange]], None]
 
 
@@ -24,8 +23,14 @@ class Fleet:
     timer period (what a worker's timer does); 0 ticks at each deadline itself. `trace`, with
     `traced` (a device id), hears every input of that device with the machine's reasons."""
 
-    def __init__(self, config: PresenceConfig, tick_ms: int = 0, *,
-                 traced: str | None = None, trace: Trace | None = None) -> None:
+    def __init__(
+        self,
+        config: PresenceConfig,
+        tick_ms: int = 0,
+        *,
+        traced: str | None = None,
+        trace: Trace | None = None,
+    ) -> None:
         self.config = config
         self.tick_ms = tick_ms
         self.traced = traced
@@ -54,8 +59,9 @@ class Fleet:
                 changes += self._apply(device, Tick(tick_at))
         return changes
 
-    def run(self, events: Iterable[ConnectionEvent], until: int | None = None
-            ) -> Iterator[StatusChange]:
+    def run(
+        self, events: Iterable[ConnectionEvent], until: int | None = None
+    ) -> Iterator[StatusChange]:
         last = 0
         for event in events:
             last = max(last, event.received_at)

@@ -39,6 +39,12 @@ from streams.presence.state import DeviceState
 
 Notes = list[str] | None
 
+
+def _copy(state: DeviceState) -> DeviceState:
+    """A shallow copy (msgspec's C `__copy__`; the machine mutates only the copy)."""
+    return state.__copy__()  # type: ignore[attr-defined, no-any-return]
+
+
 # Module constants: in the hot path, enum members and sets are cheaper looked up here.
 _ACTIVITY = EventKind.ACTIVITY
 _OPENING = frozenset({EventKind.BIRTH, EventKind.CONNECTED})
@@ -61,15 +67,14 @@ def step(
     if isinstance(event, Tick):
         if state is None:
             return None, changes, notes
-        s = state.__copy__()
+        s = _copy(state)
         s.clock = max(s.clock, event.now)
         _fire_deadlines(s, config, changes, notes)
         return s, changes, notes
 
-    s = state.__copy__() if state is not None else DeviceState(device=event.device)
+    s = _copy(state) if state is not None else DeviceState(device=event.device)
     now = event.received_at
-    if now < s.clock:
-        now = s.clock
+    now = max(now, s.clock)
     s.clock = now
     _fire_deadlines(s, config, changes, notes)
     emitted_before = len(changes)
@@ -126,8 +131,12 @@ def fingerprint(event: ConnectionEvent) -> int:
 
 
 def _on_open(
-    s: DeviceState, e: ConnectionEvent, now: int, config: PresenceConfig,
-    changes: list[StatusChange], notes: Notes,
+    s: DeviceState,
+    e: ConnectionEvent,
+    now: int,
+    config: PresenceConfig,
+    changes: list[StatusChange],
+    notes: Notes,
 ) -> None:
     reason = REASON_OF_KIND[e.kind]
     token = e.session
@@ -160,8 +169,12 @@ def _on_open(
 
 
 def _on_close(
-    s: DeviceState, e: ConnectionEvent, now: int, config: PresenceConfig,
-    changes: list[StatusChange], notes: Notes,
+    s: DeviceState,
+    e: ConnectionEvent,
+    now: int,
+    config: PresenceConfig,
+    changes: list[StatusChange],
+    notes: Notes,
 ) -> None:
     reason = REASON_OF_KIND[e.kind]
     token = e.session
@@ -173,11 +186,18 @@ def _on_close(
         return
     if token is None:
         early = config.tokenless_min_will_delay_ms
-        if (early and e.kind is EventKind.WILL and s.session is None
-                and s.observed is Status.ONLINE and now - s.observed_since < early):
+        if (
+            early
+            and e.kind is EventKind.WILL
+            and s.session is None
+            and s.observed is Status.ONLINE
+            and now - s.observed_since < early
+        ):
             if notes is not None:
-                notes.append(f"will {now - s.observed_since} ms after the birth dropped: too "
-                             "early to be this connection's (keepalive), so a stale one")
+                notes.append(
+                    f"will {now - s.observed_since} ms after the birth dropped: too "
+                    "early to be this connection's (keepalive), so a stale one"
+                )
             return
         s.session_open = False
         if notes is not None and s.observed is not Status.OFFLINE:
@@ -188,8 +208,10 @@ def _on_close(
     if rel is Cmp.UNORDERED and s.session_open:
         s.known_sessions = (*s.known_sessions, token)[-config.known_sessions :]
         if notes is not None:
-            notes.append(f"{e.kind} for unknown session {token!r} dropped: "
-                         f"session {s.session!r} is open and the two have no order")
+            notes.append(
+                f"{e.kind} for unknown session {token!r} dropped: "
+                f"session {s.session!r} is open and the two have no order"
+            )
         return
     if rel is Cmp.SAME:
         if not s.session_open:
@@ -203,22 +225,30 @@ def _on_close(
     elif rel in (Cmp.NEWER, Cmp.UNORDERED):
         _replace_session(s, token, e, config, is_open=False)
         if notes is not None:
-            notes.append(f"{e.kind} for session {token!r} came before its birth: "
-                         "the session is closed and its late birth will not revive it")
+            notes.append(
+                f"{e.kind} for session {token!r} came before its birth: "
+                "the session is closed and its late birth will not revive it"
+            )
         _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes)
     elif notes is not None:
         notes.append(f"stale {e.kind} dropped: session {token!r} is older than {s.session!r}")
 
 
 def _on_activity(
-    s: DeviceState, e: ConnectionEvent, now: int, config: PresenceConfig,
-    changes: list[StatusChange], notes: Notes,
+    s: DeviceState,
+    e: ConnectionEvent,
+    now: int,
+    config: PresenceConfig,
+    changes: list[StatusChange],
+    notes: Notes,
 ) -> None:
     if s.observed is Status.ONLINE:
         s.last_seen = max(s.last_seen, now)
         return
-    if s.observed is Status.OFFLINE and e.event_time is not None and (
-        e.event_time <= s.observed_since
+    if (
+        s.observed is Status.OFFLINE
+        and e.event_time is not None
+        and (e.event_time <= s.observed_since)
     ):
         if notes is not None:
             notes.append("activity dropped: sent before the device went offline")
@@ -229,8 +259,9 @@ def _on_activity(
     _observe(s, Status.ONLINE, now, Reason.ACTIVITY, False, config, changes, notes)
 
 
-def _relation(s: DeviceState, token: SessionToken, e: ConnectionEvent,
-              config: PresenceConfig) -> Cmp:
+def _relation(
+    s: DeviceState, token: SessionToken, e: ConnectionEvent, config: PresenceConfig
+) -> Cmp:
     """How an event's session relates to the device's current one; unordered ids seen before
     count as older, new ones as newer (receive order)."""
     if s.session is None:
@@ -244,8 +275,14 @@ def _relation(s: DeviceState, token: SessionToken, e: ConnectionEvent,
     return rel
 
 
-def _replace_session(s: DeviceState, token: SessionToken | None, e: ConnectionEvent,
-                     config: PresenceConfig, *, is_open: bool) -> None:
+def _replace_session(
+    s: DeviceState,
+    token: SessionToken | None,
+    e: ConnectionEvent,
+    config: PresenceConfig,
+    *,
+    is_open: bool,
+) -> None:
     if s.session is not None and s.session != token:
         s.known_sessions = (*s.known_sessions, s.session)[-config.known_sessions :]
     s.session = token
@@ -254,8 +291,15 @@ def _replace_session(s: DeviceState, token: SessionToken | None, e: ConnectionEv
 
 
 def _observe(
-    s: DeviceState, status: Status, at: int, reason: Reason, verified: bool,
-    config: PresenceConfig, changes: list[StatusChange], notes: Notes, delay: int | None = None,
+    s: DeviceState,
+    status: Status,
+    at: int,
+    reason: Reason,
+    verified: bool,
+    config: PresenceConfig,
+    changes: list[StatusChange],
+    notes: Notes,
+    delay: int | None = None,
 ) -> None:
     """The raw events say the device is now `status`: damp, debounce or emit."""
     previous = s.observed
@@ -275,8 +319,10 @@ def _observe(
             if not s.flapping:
                 _emit(s, status, True, at, at, Reason.DAMPED, verified, changes)
                 if notes is not None:
-                    notes.append(f"flapping: penalty {s.penalty:.0f} >= {damping.suppress:.0f}, "
-                                 f"damped until {s.release_due}")
+                    notes.append(
+                        f"flapping: penalty {s.penalty:.0f} >= {damping.suppress:.0f}, "
+                        f"damped until {s.release_due}"
+                    )
             elif notes is not None:
                 notes.append(f"damped: penalty now {s.penalty:.0f}, release at {s.release_due}")
             return
@@ -302,8 +348,9 @@ def _observe(
             notes.append(f"{status} pending: emitted at {s.due} unless the device comes back")
 
 
-def _fire_deadlines(s: DeviceState, config: PresenceConfig, changes: list[StatusChange],
-                    notes: Notes) -> None:
+def _fire_deadlines(
+    s: DeviceState, config: PresenceConfig, changes: list[StatusChange], notes: Notes
+) -> None:
     """Fire every deadline at or before the state's clock, earliest first, each at its own time."""
     timeout = config.inactivity_timeout_ms
     while True:
@@ -313,34 +360,71 @@ def _fire_deadlines(s: DeviceState, config: PresenceConfig, changes: list[Status
         if due == s.due:
             s.due = None
             if not s.flapping and s.observed is not None and s.observed is not s.status:
-                _emit(s, s.observed, False, s.observed_since, due, s.observed_reason,
-                      s.observed_verified, changes)
+                _emit(
+                    s,
+                    s.observed,
+                    False,
+                    s.observed_since,
+                    due,
+                    s.observed_reason,
+                    s.observed_verified,
+                    changes,
+                )
                 if notes is not None:
-                    notes.append(f"debounce delay over at {due}: emitted {s.observed} "
-                                 f"(version {s.version})")
+                    notes.append(
+                        f"debounce delay over at {due}: emitted {s.observed} (version {s.version})"
+                    )
         elif due == s.release_due:
             s.release_due = None
             if s.flapping and s.observed is not None:
                 since = s.observed_since if s.observed is not s.status else s.since
-                _emit(s, s.observed, False, since, due, Reason.RELEASED, s.observed_verified,
-                      changes)
+                _emit(
+                    s, s.observed, False, since, due, Reason.RELEASED, s.observed_verified, changes
+                )
                 if notes is not None:
-                    notes.append(f"damping released at {due}: emitted {s.observed} "
-                                 f"(version {s.version})")
+                    notes.append(
+                        f"damping released at {due}: emitted {s.observed} (version {s.version})"
+                    )
         else:
             if notes is not None:
                 notes.append(f"no message for {timeout} ms: inactivity timeout at {due}")
-            _observe(s, Status.OFFLINE, due, Reason.INACTIVITY_TIMEOUT, False, config, changes,
-                     notes, delay=0)
+            _observe(
+                s,
+                Status.OFFLINE,
+                due,
+                Reason.INACTIVITY_TIMEOUT,
+                False,
+                config,
+                changes,
+                notes,
+                delay=0,
+            )
 
 
-def _emit(s: DeviceState, status: Status, flapping: bool, since: int, decided_at: int,
-          reason: Reason, verified: bool, changes: list[StatusChange]) -> None:
+def _emit(
+    s: DeviceState,
+    status: Status,
+    flapping: bool,
+    since: int,
+    decided_at: int,
+    reason: Reason,
+    verified: bool,
+    changes: list[StatusChange],
+) -> None:
     s.version += 1
     s.status, s.flapping, s.since = status, flapping, since
-    changes.append(StatusChange(
-        device=s.device, status=status, flapping=flapping, version=s.version, since=since,
-        decided_at=decided_at, reason=reason, session=s.session, verified=verified,
-        suppressed=s.suppressed,
-    ))
+    changes.append(
+        StatusChange(
+            device=s.device,
+            status=status,
+            flapping=flapping,
+            version=s.version,
+            since=since,
+            decided_at=decided_at,
+            reason=reason,
+            session=s.session,
+            verified=verified,
+            suppressed=s.suppressed,
+        )
+    )
     s.suppressed = 0

@@ -26,15 +26,28 @@ GRACE = 5_000
 CONFIG = PresenceConfig(offline_grace_ms=GRACE)
 
 
-def ev(kind: str, t: int, session: int | str | None = None, *,
-       order: SessionOrder = SessionOrder.COUNTER, device: str = "cam-1",
-       **extra: object) -> ConnectionEvent:
-    return ConnectionEvent(device=device, kind=EventKind(kind), received_at=t, session=session,
-                           session_order=order, **extra)  # type: ignore[arg-type]
+def ev(
+    kind: str,
+    t: int,
+    session: int | str | None = None,
+    *,
+    order: SessionOrder = SessionOrder.COUNTER,
+    device: str = "cam-1",
+    **extra: object,
+) -> ConnectionEvent:
+    return ConnectionEvent(
+        device=device,
+        kind=EventKind(kind),
+        received_at=t,
+        session=session,
+        session_order=order,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
-def run(inputs: Iterable[Input], config: PresenceConfig = CONFIG,
-        state: DeviceState | None = None) -> tuple[DeviceState | None, list[StatusChange]]:
+def run(
+    inputs: Iterable[Input], config: PresenceConfig = CONFIG, state: DeviceState | None = None
+) -> tuple[DeviceState | None, list[StatusChange]]:
     out: list[StatusChange] = []
     for inp in inputs:
         state, changes = transition(state, inp, config)
@@ -51,20 +64,24 @@ def test_first_birth_is_online_at_once_with_version_1() -> None:
     assert len(out) == 1
     c = out[0]
     assert (c.status, c.version, c.since, c.reason, c.session, c.verified) == (
-        Status.ONLINE, 1, 1000, Reason.BIRTH, 1, True)
+        Status.ONLINE,
+        1,
+        1000,
+        Reason.BIRTH,
+        1,
+        True,
+    )
 
 
 def test_clean_start_reconnect_within_keepalive_old_will_after_new_birth_stays_online() -> None:
     # Field report B: power cycle, Clean Start = 1; the old session's will comes 1.5 x keepalive
     # later, after the new session's birth. The camera is running: it must stay online.
-    _, out = run([ev("birth", 0, 1), ev("birth", 8_000, 2), ev("will", 45_000, 1),
-                  Tick(120_000)])
+    _, out = run([ev("birth", 0, 1), ev("birth", 8_000, 2), ev("will", 45_000, 1), Tick(120_000)])
     assert statuses(out) == [("online", False)]
 
 
 def test_power_off_longer_than_keepalive_gives_offline_then_online_in_order() -> None:
-    _, out = run([ev("birth", 0, 1), ev("will", 45_000, 1), Tick(60_000),
-                  ev("birth", 90_000, 2)])
+    _, out = run([ev("birth", 0, 1), ev("will", 45_000, 1), Tick(60_000), ev("birth", 90_000, 2)])
     assert statuses(out) == [("online", False), ("offline", False), ("online", False)]
     assert [c.since for c in out] == [0, 45_000, 90_000]
     assert [c.version for c in out] == [1, 2, 3]
@@ -72,8 +89,15 @@ def test_power_off_longer_than_keepalive_gives_offline_then_online_in_order() ->
 
 def test_qos1_duplicate_birth_and_will_change_nothing() -> None:
     _, once = run([ev("birth", 0, 1, event_time=0), ev("will", 10_000, 1), Tick(30_000)])
-    _, twice = run([ev("birth", 0, 1, event_time=0), ev("birth", 5, 1, event_time=0, dup=True),
-                    ev("will", 10_000, 1), ev("will", 10_010, 1, dup=True), Tick(30_000)])
+    _, twice = run(
+        [
+            ev("birth", 0, 1, event_time=0),
+            ev("birth", 5, 1, event_time=0, dup=True),
+            ev("will", 10_000, 1),
+            ev("will", 10_010, 1, dup=True),
+            Tick(30_000),
+        ]
+    )
     assert statuses(once) == statuses(twice) == [("online", False), ("offline", False)]
     assert [c.version for c in twice] == [1, 2]
 
@@ -92,30 +116,43 @@ def test_late_repeated_birth_of_a_closed_session_is_stale() -> None:
 
 def test_sparkplug_bdseq_wraps_at_255_with_serial_arithmetic() -> None:
     s8 = SessionOrder.SERIAL8
-    _, out = run([ev("birth", 0, 254, order=s8), ev("birth", 100, 255, order=s8),
-                  ev("birth", 200, 0, order=s8), ev("will", 300, 255, order=s8),
-                  ev("will", 400, 254, order=s8), Tick(20_000)])
+    _, out = run(
+        [
+            ev("birth", 0, 254, order=s8),
+            ev("birth", 100, 255, order=s8),
+            ev("birth", 200, 0, order=s8),
+            ev("will", 300, 255, order=s8),
+            ev("will", 400, 254, order=s8),
+            Tick(20_000),
+        ]
+    )
     # 0 is newer than 255 (it wrapped): the wills of 255 and 254 are stale.
     assert statuses(out) == [("online", False)]
-    assert run([ev("birth", 0, 0, order=s8), ev("will", 100, 0, order=s8), Tick(20_000)])[1][-1] \
-        .status is Status.OFFLINE
+    assert (
+        run([ev("birth", 0, 0, order=s8), ev("will", 100, 0, order=s8), Tick(20_000)])[1][-1].status
+        is Status.OFFLINE
+    )
 
 
 def test_opaque_session_ids_compare_by_equality_only() -> None:
     op = SessionOrder.OPAQUE
-    _, out = run([ev("birth", 0, "a", order=op), ev("birth", 100, "b", order=op),
-                  ev("will", 200, "a", order=op), Tick(20_000)])
+    _, out = run(
+        [
+            ev("birth", 0, "a", order=op),
+            ev("birth", 100, "b", order=op),
+            ev("will", 200, "a", order=op),
+            Tick(20_000),
+        ]
+    )
     assert statuses(out) == [("online", False)]  # "a" was replaced by "b": its will is stale
-    _, out = run([ev("birth", 0, "a", order=op), ev("will", 200, "zzz", order=op),
-                  Tick(20_000)])
+    _, out = run([ev("birth", 0, "a", order=op), ev("will", 200, "zzz", order=op), Tick(20_000)])
     assert statuses(out) == [("online", False)]  # unknown id while "a" is open: not trusted
     _, out = run([ev("birth", 0, "a", order=op), ev("will", 200, "a", order=op), Tick(20_000)])
     assert statuses(out)[-1] == ("offline", False)
 
 
 def test_short_reboot_within_grace_period_never_reaches_downstream() -> None:
-    _, out = run([ev("birth", 0, 1), ev("will", 10_000, 1), ev("birth", 12_000, 2),
-                  Tick(60_000)])
+    _, out = run([ev("birth", 0, 1), ev("will", 10_000, 1), ev("birth", 12_000, 2), Tick(60_000)])
     assert statuses(out) == [("online", False)]
     assert out[0].version == 1
 
@@ -142,14 +179,28 @@ def test_plain_text_devices_without_tokens_work_and_are_marked_unverified() -> N
 def test_retained_online_replayed_on_subscriber_reconnect_does_not_revive_offline_device() -> None:
     # Field report B: the birth is retained, the will is not; the retained "online" comes back
     # every time the platform reconnects, though the camera is off.
-    _, out = run([ev("birth", 0), ev("will", 1_000), Tick(10_000),
-                  ev("birth", 20_000, retain=True), Tick(40_000)])
+    _, out = run(
+        [
+            ev("birth", 0),
+            ev("will", 1_000),
+            Tick(10_000),
+            ev("birth", 20_000, retain=True),
+            Tick(40_000),
+        ]
+    )
     assert statuses(out) == [("online", False), ("offline", False)]
 
 
 def test_token_less_stale_will_is_corrected_by_the_next_sign_of_life() -> None:
-    _, out = run([ev("birth", 0), ev("birth", 8_000), ev("will", 9_000),
-                  ev("activity", 11_000), Tick(60_000)])
+    _, out = run(
+        [
+            ev("birth", 0),
+            ev("birth", 8_000),
+            ev("will", 9_000),
+            ev("activity", 11_000),
+            Tick(60_000),
+        ]
+    )
     assert statuses(out) == [("online", False)]
 
 
@@ -165,9 +216,14 @@ def test_token_less_will_sooner_than_the_keepalive_after_the_birth_is_stale() ->
 
 def test_emqx_takenover_disconnect_is_not_an_offline() -> None:
     ts = SessionOrder.TIMESTAMP
-    _, out = run([ev("connected", 0, 1_000, order=ts),
-                  ev("disconnected", 5_000, 1_000, order=ts, reason="takenover"),
-                  ev("connected", 5_001, 5_000, order=ts), Tick(60_000)])
+    _, out = run(
+        [
+            ev("connected", 0, 1_000, order=ts),
+            ev("disconnected", 5_000, 1_000, order=ts, reason="takenover"),
+            ev("connected", 5_001, 5_000, order=ts),
+            Tick(60_000),
+        ]
+    )
     assert statuses(out) == [("online", False)]
 
 
@@ -178,7 +234,10 @@ def test_lost_will_is_caught_by_the_inactivity_timeout() -> None:
     _, out = run([ev("birth", 0, 1), ev("activity", 30_000), Tick(95_000)], config)
     assert out[-1].status is Status.OFFLINE
     assert (out[-1].reason, out[-1].since, out[-1].verified) == (
-        Reason.INACTIVITY_TIMEOUT, 90_000, False)
+        Reason.INACTIVITY_TIMEOUT,
+        90_000,
+        False,
+    )
 
 
 def test_flapping_agent_every_second_for_a_minute_gives_a_handful_of_changes() -> None:
@@ -220,9 +279,14 @@ def test_tick_for_unknown_device_is_nothing() -> None:
     assert transition(None, Tick(1_000), CONFIG) == (None, [])
 
 
-@pytest.mark.parametrize("bad", [
-    {"offline_grace_ms": -1}, {"inactivity_timeout_ms": 0}, {"known_sessions": 0},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"offline_grace_ms": -1},
+        {"inactivity_timeout_ms": 0},
+        {"known_sessions": 0},
+    ],
+)
 def test_invalid_config_is_refused_with_a_clear_error(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be"):
         PresenceConfig(**bad)  # type: ignore[arg-type]

@@ -32,8 +32,9 @@ CONFIG = PresenceConfig(offline_grace_ms=GRACE)
 FAR = 10**9  # a tick this late fires every pending deadline (damping is capped at 5 min)
 
 
-def run(inputs: Sequence[Input], config: PresenceConfig = CONFIG,
-        roundtrip: bool = False) -> tuple[DeviceState | None, list[StatusChange]]:
+def run(
+    inputs: Sequence[Input], config: PresenceConfig = CONFIG, roundtrip: bool = False
+) -> tuple[DeviceState | None, list[StatusChange]]:
     state: DeviceState | None = None
     out: list[StatusChange] = []
     for inp in inputs:
@@ -46,11 +47,14 @@ def run(inputs: Sequence[Input], config: PresenceConfig = CONFIG,
 
 def content(changes: Sequence[StatusChange]) -> list[tuple[object, ...]]:
     """A change without its `suppressed` count (repeats are counted there, on purpose)."""
-    return [(c.status, c.flapping, c.version, c.since, c.decided_at, c.reason, c.session,
-             c.verified) for c in changes]
+    return [
+        (c.status, c.flapping, c.version, c.since, c.decided_at, c.reason, c.session, c.verified)
+        for c in changes
+    ]
 
 
 # --- strategies --------------------------------------------------------------------------------
+
 
 @st.composite
 def session_history(draw: st.DrawFn, max_sessions: int = 8) -> list[ConnectionEvent]:
@@ -62,31 +66,56 @@ def session_history(draw: st.DrawFn, max_sessions: int = 8) -> list[ConnectionEv
     events: list[ConnectionEvent] = []
     for token in range(1, n + 1):
         t += draw(st.integers(1, 120_000))
-        events.append(ConnectionEvent(device="d", kind=EventKind.BIRTH, received_at=t,
-                                      session=token, session_order=SessionOrder.COUNTER,
-                                      event_time=t))
+        events.append(
+            ConnectionEvent(
+                device="d",
+                kind=EventKind.BIRTH,
+                received_at=t,
+                session=token,
+                session_order=SessionOrder.COUNTER,
+                event_time=t,
+            )
+        )
         up = draw(st.integers(100, 120_000))
         end = t + up
         fate = draw(st.sampled_from(["will", "will", "late-will", "offline", "lost"]))
         if fate != "lost":
             kind = EventKind.OFFLINE if fate == "offline" else EventKind.WILL
             delay = draw(st.integers(0, 45_000)) if fate == "late-will" else 0
-            events.append(ConnectionEvent(device="d", kind=kind, received_at=end + delay,
-                                          session=token, session_order=SessionOrder.COUNTER))
+            events.append(
+                ConnectionEvent(
+                    device="d",
+                    kind=kind,
+                    received_at=end + delay,
+                    session=token,
+                    session_order=SessionOrder.COUNTER,
+                )
+            )
         t = end
     events.sort(key=lambda e: e.received_at)
     return events
 
 
 def any_event(t: int, kind: EventKind, session: int | None, retain: bool) -> ConnectionEvent:
-    return ConnectionEvent(device="d", kind=kind, received_at=t, session=session,
-                           session_order=SessionOrder.COUNTER, retain=retain)
+    return ConnectionEvent(
+        device="d",
+        kind=kind,
+        received_at=t,
+        session=session,
+        session_order=SessionOrder.COUNTER,
+        retain=retain,
+    )
 
 
 arbitrary_inputs = st.lists(
     st.one_of(
-        st.builds(any_event, st.integers(0, 600_000), st.sampled_from(list(EventKind)),
-                  st.one_of(st.none(), st.integers(0, 6)), st.booleans()),
+        st.builds(
+            any_event,
+            st.integers(0, 600_000),
+            st.sampled_from(list(EventKind)),
+            st.one_of(st.none(), st.integers(0, 6)),
+            st.booleans(),
+        ),
         st.builds(Tick, st.integers(0, 600_000)),
     ),
     max_size=60,
@@ -94,6 +123,7 @@ arbitrary_inputs = st.lists(
 
 
 # --- properties --------------------------------------------------------------------------------
+
 
 @given(arbitrary_inputs)
 def test_emitted_changes_alternate_and_versions_go_up_by_one(inputs: list[Input]) -> None:
@@ -126,8 +156,9 @@ def test_state_restored_from_its_encoding_continues_exactly(inputs: list[Input])
 
 
 @given(session_history(), st.data())
-def test_duplicates_anywhere_change_nothing(events: list[ConnectionEvent],
-                                            data: st.DataObject) -> None:
+def test_duplicates_anywhere_change_nothing(
+    events: list[ConnectionEvent], data: st.DataObject
+) -> None:
     noisy: list[ConnectionEvent] = list(events)
     for _ in range(data.draw(st.integers(1, 6), label="repeats")):
         i = data.draw(st.integers(0, len(noisy) - 1), label="original")
@@ -135,8 +166,9 @@ def test_duplicates_anywhere_change_nothing(events: list[ConnectionEvent],
         # A QoS 1 redelivery: the same message, flagged dup, received again later.
         original = noisy[i]
         fields = {f: getattr(original, f) for f in original.__struct_fields__}
-        noisy.insert(j, ConnectionEvent(**{**fields, "received_at": noisy[j - 1].received_at,
-                                           "dup": True}))
+        noisy.insert(
+            j, ConnectionEvent(**{**fields, "received_at": noisy[j - 1].received_at, "dup": True})
+        )
     note(f"noisy: {noisy}")
     assert content(run([*events, Tick(FAR)])[1]) == content(run([*noisy, Tick(FAR)])[1])
 
@@ -158,8 +190,11 @@ def test_a_stale_will_never_takes_down_a_newer_open_session(events: list[Connect
             assert state.status is Status.ONLINE or state.flapping, (e, state)
 
 
-@given(session_history(), st.lists(st.integers(0, 400_000), max_size=30),
-       st.lists(st.integers(0, 400_000), max_size=30))
+@given(
+    session_history(),
+    st.lists(st.integers(0, 400_000), max_size=30),
+    st.lists(st.integers(0, 400_000), max_size=30),
+)
 def test_output_does_not_depend_on_how_ticks_are_spaced(
     events: list[ConnectionEvent], ticks_a: list[int], ticks_b: list[int]
 ) -> None:
@@ -178,27 +213,41 @@ def _pair(kind: EventKind, session: int) -> tuple[EventKind, int]:
 SESSION_PAIR_CASES = {
     # the events of an old session (1) and a new one (2), and the true final status
     "old session over, new one open": (
-        [(EventKind.BIRTH, 1), (EventKind.WILL, 1), (EventKind.BIRTH, 2)], Status.ONLINE),
+        [(EventKind.BIRTH, 1), (EventKind.WILL, 1), (EventKind.BIRTH, 2)],
+        Status.ONLINE,
+    ),
     "both sessions over": (
         [(EventKind.BIRTH, 1), (EventKind.WILL, 1), (EventKind.BIRTH, 2), (EventKind.WILL, 2)],
-        Status.OFFLINE),
+        Status.OFFLINE,
+    ),
     "old session over, new one said goodbye": (
-        [(EventKind.BIRTH, 1), (EventKind.WILL, 1), (EventKind.BIRTH, 2),
-         (EventKind.OFFLINE, 2)], Status.OFFLINE),
+        [(EventKind.BIRTH, 1), (EventKind.WILL, 1), (EventKind.BIRTH, 2), (EventKind.OFFLINE, 2)],
+        Status.OFFLINE,
+    ),
 }
 
 
-@given(st.sampled_from(sorted(SESSION_PAIR_CASES)), st.randoms(use_true_random=False),
-       st.integers(0, 3_000))
+@given(
+    st.sampled_from(sorted(SESSION_PAIR_CASES)),
+    st.randoms(use_true_random=False),
+    st.integers(0, 3_000),
+)
 def test_any_order_of_one_session_pair_gives_the_same_final_status(
     case: str, rnd: object, spacing: int
 ) -> None:
     pairs, truth = SESSION_PAIR_CASES[case]
     order = list(pairs)
     rnd.shuffle(order)  # type: ignore[attr-defined]
-    events = [ConnectionEvent(device="d", kind=k, received_at=i * spacing, session=s,
-                              session_order=SessionOrder.COUNTER) for i, (k, s) in
-              enumerate(order)]
+    events = [
+        ConnectionEvent(
+            device="d",
+            kind=k,
+            received_at=i * spacing,
+            session=s,
+            session_order=SessionOrder.COUNTER,
+        )
+        for i, (k, s) in enumerate(order)
+    ]
     state, _ = run([*events, Tick(FAR)])
     assert state is not None
     assert state.status is truth, order

@@ -1,0 +1,254 @@
+"""The bridge's run loop: MQTT in, Kafka out, acknowledge only what Kafka has.
+
+One thread drives paho's network loop; kafka-python's I/O thread reports each write through a
+queue; the loop completes slots of the in-order window and acknowledges the released prefix. When
+Kafka fails a write, the bridge stops acknowledging, drops its MQTT connection (the broker keeps
+every unacknowledged message in our persistent session) and waits for Kafka before it reconnects:
+nothing is buffered without bound and nothing is dropped; what was written but not acknowledged
+is delivered again and shows up as a duplicate (counted downstream, harmless there).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import NamedTuple
+
+import msgspec
+from kafka.errors import KafkaError
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from bridge.ack_window import AckWindow, Slot
+from bridge.config import BridgeSettings
+from bridge.kafka_sink import KafkaSink
+from bridge.message import DeadLetterRecord, MqttMessage
+from bridge.metrics import BridgeMetrics, serve
+from bridge.mqtt_source import MqttSource
+from bridge.profiles import build, subscriptions
+from bridge.translate import Translator
+from streams.presence import ConnectionEvent
+
+log = logging.getLogger("presence.bridge")
+_encode = msgspec.json.Encoder().encode
+
+
+class Completion(NamedTuple):
+    epoch: int
+    slot: Slot | None  # None for QoS 0 messages: nothing to acknowledge
+    error: Exception | None
+    topic: str
+
+
+def kafka_headers(msg: MqttMessage) -> list[tuple[str, bytes]]:
+    headers = [
+        ("mqtt.topic", msg.topic.encode()),
+        ("mqtt.qos", str(msg.qos).encode()),
+        ("mqtt.retain", b"1" if msg.retain else b"0"),
+        ("mqtt.dup", b"1" if msg.dup else b"0"),
+    ]
+    headers += [(f"mqtt.user.{k}", v.encode()) for k, v in msg.user_properties.items()]
+    return headers
+
+
+class Bridge:
+    def __init__(self, settings: BridgeSettings, metrics: BridgeMetrics | None = None) -> None:
+        self.settings = settings
+        profiles = [build(p) for p in settings.profiles]
+        self.translator = Translator(profiles, settings.max_payload_bytes)
+        filters = list(dict.fromkeys(f for p in profiles for f in subscriptions(p)))
+        self.metrics = metrics or BridgeMetrics()
+        self.window = AckWindow()
+        self.source = MqttSource(settings, filters, self)
+        self.sink: KafkaSink | None = None
+        self.http_port: int | None = None
+        self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._kafka_error: Exception | None = None
+        self._draining = False
+
+    # --- control ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish: flush Kafka, acknowledge what it has, disconnect."""
+        self._stop.set()
+
+    def health(self) -> dict[str, bool]:
+        return {
+            "mqtt": self.source.connected,
+            "kafka": self.sink is not None and self._kafka_error is None and self.sink.connected(),
+        }
+
+    def run(self) -> None:
+        server = None
+        if self.settings.http_port is not None:
+            server = serve(
+                self.metrics, self.health, self.settings.http_host, self.settings.http_port
+            )
+            self.http_port = server.server_port
+            log.info("metrics and health on http://%s:%d/", self.settings.http_host, self.http_port)
+        try:
+            self.sink = self._connect_kafka()
+            if self.sink is None:
+                return
+            self._connect_mqtt()
+            while not self._stop.is_set():
+                alive = self.source.loop(0.05)
+                self._settle()
+                if self._kafka_error is not None:
+                    self._recover_from_kafka_failure()
+                elif not alive:
+                    self._reconnect_mqtt()
+            self._shutdown()
+        finally:
+            if server is not None:
+                server.shutdown()
+
+    # --- MQTT listener ----------------------------------------------------------------------------
+
+    def on_mqtt_connected(self, session_present: bool) -> None:
+        self.metrics.connected.labels("mqtt").set(1)
+        log.info(
+            "connected to MQTT %s as %r (session %s)",
+            self.settings.mqtt_url,
+            self.settings.client_id,
+            "resumed" if session_present else "new",
+        )
+
+    def on_mqtt_disconnected(self, reason: str) -> None:
+        self.metrics.connected.labels("mqtt").set(0)
+        log.warning("MQTT connection lost: %s", reason)
+
+    def on_mqtt_message(self, msg: MqttMessage, mid: int, qos: int) -> None:
+        if self._draining or self.sink is None:
+            return  # not acknowledged: the broker delivers it again to our session
+        self.metrics.received.inc()
+        record = self.translator.translate(msg)
+        slot = self.window.add(mid) if qos > 0 else None
+        if isinstance(record, ConnectionEvent):
+            topic, key, value = self.settings.raw_topic, record.device.encode(), _encode(record)
+        else:
+            topic, key, value = self.settings.dlq_topic, msg.topic.encode(), _encode(record)
+            self._dead_letter(record)
+        epoch = self.window.epoch
+        label = "raw" if topic == self.settings.raw_topic else "dlq"
+
+        def done(error: Exception | None) -> None:
+            self._completions.put(Completion(epoch, slot, error, label))
+
+        try:
+            self.sink.send(topic, key, value, kafka_headers(msg), done)
+        except KafkaError as exc:  # e.g. the buffer stayed full for max_block_ms
+            done(exc)
+
+    def _dead_letter(self, record: DeadLetterRecord) -> None:
+        self.metrics.dead_letters.labels(record.reason).inc()
+        log.warning("dead letter (%s) from %r: %s", record.reason, record.topic, record.detail)
+
+    # --- the loop's work --------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Apply Kafka's answers and acknowledge the released prefix, in arrival order."""
+        while True:
+            try:
+                c = self._completions.get_nowait()
+            except queue.Empty:
+                break
+            if c.epoch != self.window.epoch:
+                continue  # from before a reconnect: its message comes again
+            if c.error is not None:
+                self.metrics.kafka_errors.inc()
+                self._kafka_error = self._kafka_error or c.error
+                continue
+            self.metrics.produced.labels(c.topic).inc()
+            if c.slot is not None:
+                self.window.complete(c.slot)
+        if self._kafka_error is None:
+            for mid in self.window.release():
+                self.source.ack(mid, 1)
+                self.metrics.acknowledged.inc()
+        self.metrics.in_flight.set(len(self.window))
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            wait=wait_exponential_jitter(
+                multiplier=self.settings.reconnect_min_s, max=self.settings.reconnect_max_s
+            ),
+            retry=retry_if_exception_type((OSError, KafkaError)),
+            stop=stop_when_event_set(self._stop),
+            sleep=self._sleep,
+            before_sleep=lambda state: log.warning(
+                "%s; retrying in %.1f s",
+                state.outcome.exception() if state.outcome else "",
+                state.next_action.sleep if state.next_action else 0,
+            ),
+            reraise=False,
+            retry_error_callback=lambda _state: None,
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)  # a stop request ends the wait at once
+
+    def _connect_kafka(self) -> KafkaSink | None:
+        for attempt in self._retrying():
+            with attempt:
+                sink = KafkaSink(self.settings)
+                sink.ensure_topics()
+                self.metrics.connected.labels("kafka").set(1)
+                log.info("connected to Kafka %s", self.settings.kafka_bootstrap)
+                return sink
+        return None
+
+    def _connect_mqtt(self) -> None:
+        for attempt in self._retrying():
+            with attempt:
+                self.source.connect()
+                return
+
+    def _reconnect_mqtt(self) -> None:
+        dropped = self.window.reset()
+        self.metrics.redelivered_unacked.inc(dropped)
+        self.metrics.reconnects.labels("mqtt").inc()
+        self.metrics.connected.labels("mqtt").set(0)
+        self._connect_mqtt()
+
+    def _recover_from_kafka_failure(self) -> None:
+        log.error(
+            "Kafka write failed (%s): not acknowledging; the MQTT broker keeps the "
+            "messages in our session until Kafka is back",
+            self._kafka_error,
+        )
+        self.metrics.connected.labels("kafka").set(0)
+        self.source.disconnect()
+        dropped = self.window.reset()
+        self.metrics.redelivered_unacked.inc(dropped)
+        if self.sink is not None:
+            self.sink.close(timeout_s=0)
+        self.sink = None
+        self._kafka_error = None
+        self.metrics.reconnects.labels("kafka").inc()
+        self.sink = self._connect_kafka()
+        if self.sink is not None:
+            self._connect_mqtt()
+
+    def _shutdown(self) -> None:
+        log.info("stopping: flushing Kafka and acknowledging what it has")
+        self._draining = True
+        if self.sink is not None:
+            try:
+                self.sink.flush(timeout_s=10)
+            except KafkaError as exc:
+                log.warning("Kafka flush incomplete (%s): those messages stay unacknowledged", exc)
+            self._settle()
+            for _ in range(5):  # write the PUBACKs out
+                if not self.source.loop(0.02):
+                    break
+        self.source.disconnect()
+        if self.sink is not None:
+            self.sink.close()
+        log.info("stopped; %d messages left unacknowledged for redelivery", len(self.window))

@@ -1,0 +1,106 @@
+"""The bridge's settings: typed, frozen, loaded once.
+
+pydantic-settings gives typed values, `SecretStr` passwords and environment variables for free.
+Sources, strongest first: command-line flags, environment (`PRESENCE_BRIDGE_*`, nested with `__`),
+the `[bridge]` table of the config file, then defaults (the local stack, PRODUCT.md's convention).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from bridge.profiles import ProfileSettings
+from bridge.profiles.json_status import JsonProfileSettings
+
+
+class BridgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PRESENCE_BRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    # MQTT
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://")
+    client_id: str = "presence-bridge"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    keepalive_s: int = Field(30, ge=5)
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, gt=0, description="how long the broker keeps our session offline"
+    )
+    receive_maximum: int = Field(
+        1000, ge=1, le=65535, description="QoS 1 messages in flight to us (the ack window)"
+    )
+    shared_group: str | None = Field(None, description="subscribe as $share/<group>/<filter>")
+    profiles: list[ProfileSettings] = Field(default_factory=lambda: [JsonProfileSettings()])  # type: ignore[arg-type]
+    max_payload_bytes: int = Field(64 * 1024, gt=0)
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    raw_topic: str = "presence.raw"
+    dlq_topic: str = "presence.dlq"
+    partitions: int = Field(8, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    linger_ms: int = Field(5, ge=0)
+    delivery_timeout_ms: int = Field(30_000, ge=1_000)
+    # Operations
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(None, description="metrics and health; None: off, 0: any")
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parsed.hostname:
+            raise ValueError(f"{value!r} is not mqtt://host:port or mqtts://host:port")
+        return value
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlparse(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        parsed = urlparse(self.mqtt_url)
+        return parsed.port or (8883 if self.mqtt_tls else 1883)
+
+    @property
+    def mqtt_tls(self) -> bool:
+        return urlparse(self.mqtt_url).scheme in ("mqtts", "ssl")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_table = InitSettingsSource(settings_cls, init_kwargs=_FILE_TABLE.get(cls, {}))
+        return init_settings, env_settings, file_table
+
+
+_FILE_TABLE: dict[type[BaseSettings], dict[str, Any]] = {}
+
+
+def load_bridge_settings(file_data: dict[str, Any], **overrides: Any) -> BridgeSettings:
+    """Settings from the config file's [bridge] table, the environment and `overrides`."""
+    _FILE_TABLE[BridgeSettings] = dict(file_data.get("bridge", {}))
+    try:
+        return BridgeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _FILE_TABLE.pop(BridgeSettings, None)

@@ -1,0 +1,70 @@
+"""The Kafka side of the bridge (kafka-python): idempotent, acks=all, topics declared up front."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from bridge.config import BridgeSettings
+
+log = logging.getLogger(__name__)
+Done = Callable[[Exception | None], None]
+
+
+class KafkaSink:
+    """Writes records; `on_done` is called from kafka-python's I/O thread, once per record."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+        # Raises NoBrokersAvailable when Kafka is not there: the caller retries with backoff.
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id=f"{settings.client_id}-producer",
+            acks="all",
+            enable_idempotence=True,  # retries never duplicate or reorder within a partition
+            linger_ms=settings.linger_ms,
+            batch_size=256 * 1024,
+            compression_type=None,
+            delivery_timeout_ms=settings.delivery_timeout_ms,
+            request_timeout_ms=min(10_000, settings.delivery_timeout_ms - 1),
+            max_block_ms=5_000,  # never stall the MQTT loop for long when the buffer is full
+        )
+
+    def ensure_topics(self) -> None:
+        """Create the raw and dead-letter topics if they do not exist (auto-create is off)."""
+        s = self.settings
+        admin = KafkaAdminClient(
+            bootstrap_servers=s.kafka_bootstrap, client_id=f"{s.client_id}-admin"
+        )
+        try:
+            for name in (s.raw_topic, s.dlq_topic):
+                try:
+                    admin.create_topics([NewTopic(name, s.partitions, s.replication_factor)])
+                    log.info("created Kafka topic %s (%d partitions)", name, s.partitions)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
+
+    def send(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], on_done: Done
+    ) -> None:
+        future = self.producer.send(topic, key=key, value=value, headers=headers)
+        future.add_callback(lambda _metadata: on_done(None))
+        future.add_errback(on_done)
+
+    def connected(self) -> bool:
+        try:
+            return bool(self.producer.bootstrap_connected())
+        except KafkaError:
+            return False
+
+    def flush(self, timeout_s: float) -> None:
+        self.producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.producer.close(timeout=timeout_s)

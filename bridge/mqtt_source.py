@@ -1,0 +1,203 @@
+"""The MQTT side of the bridge (paho-mqtt, callback API 2): a persistent MQTT 5 session.
+
+Clean Start = 0 with a Session Expiry Interval, QoS 1 subscriptions, manual acknowledgements. paho
+callbacks only translate what they get into calls on a `Listener`; errors that must stop the bridge
+(a refused subscription, a session taken over) are kept and raised from `loop()`, on the caller's
+thread, never lost on paho's.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bridge.config import BridgeSettings
+from bridge.errors import (
+    BridgeError,
+    BrokerRefusedError,
+    ClientIdConflictError,
+    SubscriptionDeniedError,
+)
+from bridge.message import MqttMessage
+
+log = logging.getLogger(__name__)
+SESSION_TAKEN_OVER = 0x8E
+FATAL_CONNACK = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}  # version, client id, credentials, auth
+
+
+class Listener(Protocol):
+    def on_mqtt_message(self, msg: MqttMessage, mid: int, qos: int) -> None: ...
+    def on_mqtt_connected(self, session_present: bool) -> None: ...
+    def on_mqtt_disconnected(self, reason: str) -> None: ...
+
+
+class MqttSource:
+    def __init__(self, settings: BridgeSettings, filters: list[str], listener: Listener) -> None:
+        self.settings = settings
+        self.filters = [
+            f"$share/{settings.shared_group}/{f}" if settings.shared_group else f for f in filters
+        ]
+        self.listener = listener
+        self.connected = False
+        self._fatal: BridgeError | None = None
+        self._leaving = False
+        self._pending_subs: dict[int, list[str]] = {}
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else None
+            client.username_pw_set(settings.username, password)
+        if settings.mqtt_tls:
+            client.tls_set(
+                ca_certs=str(settings.tls_ca_file) if settings.tls_ca_file else None,
+                certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
+                keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        self.client = client
+
+    def connect(self) -> None:
+        """Open the connection (raises OSError when the broker is unreachable)."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        props.ReceiveMaximum = self.settings.receive_maximum
+        self.client.connect(
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+
+    def loop(self, timeout: float) -> bool:
+        """Run paho's network loop once; False when the connection is gone."""
+        if self.client.socket() is None:
+            if self._fatal is not None:
+                raise self._fatal
+            return False
+        rc = self.client.loop(timeout=timeout)
+        if self._fatal is not None:
+            raise self._fatal
+        return rc == mqtt.MQTT_ERR_SUCCESS
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.client.ack(mid, qos)
+
+    def disconnect(self) -> None:
+        """Leave on purpose; the session (and every unacknowledged message) stays at the broker."""
+        self._leaving = True
+        try:
+            if self.connected:
+                self.client.disconnect()
+                for _ in range(10):  # write the DISCONNECT out
+                    if (
+                        self.client.socket() is None
+                        or self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS
+                    ):
+                        break
+        finally:
+            self.connected = False
+            self._leaving = False
+
+    # --- paho callbacks (paho's thread is ours here: we drive loop() ourselves) ----------------
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        import socket  # noqa: PLC0415
+
+        # paho never sets TCP_NODELAY: PUBACKs would wait for Nagle's algorithm.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            if reason_code.value in FATAL_CONNACK:
+                self._fatal = BrokerRefusedError(
+                    f"the MQTT broker refused the connection as {self.settings.client_id!r}: "
+                    f"{reason_code} (0x{reason_code.value:02X}); check username, password "
+                    "and client id"
+                )
+            log.warning("MQTT connection refused: %s", reason_code)
+            return
+        self.connected = True
+        subs = [(f, SubscribeOptions(qos=1)) for f in self.filters]
+        _, mid = client.subscribe(subs)
+        if mid is not None:
+            self._pending_subs[mid] = list(self.filters)
+        self.listener.on_mqtt_connected(bool(flags.session_present))
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        filters = self._pending_subs.pop(mid, [])
+        denied = [(f, rc) for f, rc in zip(filters, reason_codes, strict=False) if rc.is_failure]
+        if denied:
+            self._fatal = SubscriptionDeniedError(
+                "; ".join(
+                    f"the broker refused the subscription to {f!r}: {rc} (0x{rc.value:02X})"
+                    for f, rc in denied
+                )
+                + ". Check the broker's ACL for this client."
+            )
+        else:
+            log.info("subscribed to %s (QoS 1)", ", ".join(filters))
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was = self.connected
+        self.connected = False
+        if reason_code.value == SESSION_TAKEN_OVER:
+            self._fatal = ClientIdConflictError(
+                f"another client connected with our client id {self.settings.client_id!r} and "
+                "took the session over (MQTT 5 reason 0x8E). Two bridges must not share a "
+                "client id: give each its own (and use shared_group to split the load)."
+            )
+        if was and not self._leaving:
+            self.listener.on_mqtt_disconnected(str(reason_code))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        user = dict(getattr(props, "UserProperty", []) or []) if props is not None else {}
+        msg = MqttMessage(
+            topic=message.topic,
+            payload=bytes(message.payload),
+            received_at=time.time_ns() // 1_000_000,
+            qos=message.qos,
+            retain=bool(message.retain),
+            dup=bool(message.dup),
+            user_properties=user,
+        )
+        self.listener.on_mqtt_message(msg, message.mid, message.qos)

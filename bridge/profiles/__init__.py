@@ -1,0 +1,49 @@
+"""Payload profiles: each turns one family of lifecycle messages into raw events. Pure.
+
+Chosen by config (`[[bridge.profiles]]` tables with a `kind`); the first whose topic pattern
+matches a message translates it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from bridge.profiles.base import Profile
+from bridge.profiles.emqx import EmqxProfile, EmqxProfileSettings
+from bridge.profiles.homie import HomieProfile, HomieProfileSettings
+from bridge.profiles.json_status import JsonProfile, JsonProfileSettings
+from bridge.profiles.plain import PlainProfile, PlainProfileSettings
+from bridge.profiles.sparkplug import SparkplugProfile, SparkplugProfileSettings
+
+ProfileSettings = Annotated[
+    JsonProfileSettings
+    | PlainProfileSettings
+    | HomieProfileSettings
+    | EmqxProfileSettings
+    | SparkplugProfileSettings,
+    Field(discriminator="kind"),
+]
+
+
+def build(settings: ProfileSettings) -> Profile:
+    match settings:
+        case JsonProfileSettings():
+            return JsonProfile(settings)
+        case PlainProfileSettings():
+            return PlainProfile(settings)
+        case HomieProfileSettings():
+            return HomieProfile(settings)
+        case EmqxProfileSettings():
+            return EmqxProfile(settings)
+        case SparkplugProfileSettings():
+            return SparkplugProfile(settings)
+
+
+def subscriptions(profile: Profile) -> list[str]:
+    extra = getattr(profile, "subscriptions", None)
+    return list(extra) if extra is not None else [profile.pattern.subscription]
+
+
+__all__ = ["Profile", "ProfileSettings", "build", "subscriptions"]

@@ -1,0 +1,58 @@
+"""What every profile shares: the interface, and helpers for tokens and times."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bridge.message import Invalid, MqttMessage
+from bridge.topics import TopicPattern
+from streams.presence import ConnectionEvent, SessionOrder, SessionToken
+
+MAX_DEVICE_ID = 256
+
+
+class Profile(Protocol):
+    """Turns the messages of one topic pattern into raw events. Pure: no I/O."""
+
+    name: str
+    pattern: TopicPattern
+
+    def translate(self, msg: MqttMessage, captures: dict[str, str]) -> ConnectionEvent:
+        """The raw event for `msg`, or raise `Invalid`."""
+        ...
+
+
+def check_device(device: str) -> str:
+    if not device or len(device) > MAX_DEVICE_ID or any(ord(c) < 32 for c in device):
+        raise Invalid(
+            "bad_device_id",
+            f"device id {device[:80]!r} is empty, too long or has control characters",
+        )
+    return device
+
+
+def order_of(token: SessionToken | None, configured: str) -> SessionOrder:
+    if configured != "auto":
+        return SessionOrder(configured)
+    return SessionOrder.COUNTER if isinstance(token, int) else SessionOrder.OPAQUE
+
+
+def token_of(value: object, where: str) -> SessionToken | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise Invalid(
+            "bad_payload",
+            f"session token in {where} must be an integer or a string, got {type(value).__name__}",
+        )
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def time_of(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Invalid("bad_payload", f"{where} must be a number of ms since the epoch")
+    return int(value)

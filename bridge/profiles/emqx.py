@@ -1,0 +1,69 @@
+"""EMQX broker client events: `$SYS/brokers/{node}/clients/{device}/connected|disconnected`.
+
+The broker itself says when a client connected and disconnected, with its `connected_at` time (the
+session token, compared as a timestamp) and a reason for the disconnect. `takenover` and
+`discarded` mean a newer connection replaced this one; `normal` is the client's own DISCONNECT.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from pydantic import BaseModel, ConfigDict
+
+from bridge.message import Invalid, MqttMessage
+from bridge.profiles.base import check_device, time_of
+from bridge.topics import TopicPattern
+from streams.presence import ConnectionEvent, EventKind, SessionOrder
+
+_decode = msgspec.json.Decoder().decode
+
+
+class EmqxProfileSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["emqx"] = "emqx"
+    topic: str = "$SYS/brokers/{node}/clients/{device}/{event}"
+
+
+class EmqxProfile:
+    def __init__(self, settings: EmqxProfileSettings) -> None:
+        self.settings = settings
+        self.name = "emqx"
+        self.pattern = TopicPattern(settings.topic)
+
+    def translate(self, msg: MqttMessage, captures: dict[str, str]) -> ConnectionEvent:
+        device = check_device(captures["device"])
+        event = captures.get("event")
+        if event not in ("connected", "disconnected"):
+            raise Invalid(
+                "unknown_topic", f"EMQX client event {event!r} is not connected or disconnected"
+            )
+        try:
+            body = _decode(msg.payload)
+        except msgspec.DecodeError as exc:
+            raise Invalid("bad_payload", f"not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise Invalid("bad_payload", "expected a JSON object")
+        clientid = body.get("clientid")
+        if clientid is not None and clientid != device:
+            raise Invalid("device_mismatch", f"payload clientid {clientid!r}, topic {device!r}")
+        connected_at = time_of(body.get("connected_at"), "connected_at")
+        event_time = time_of(body.get("ts") or body.get("disconnected_at"), "ts")
+        reason = body.get("reason")
+        kind = EventKind.CONNECTED if event == "connected" else EventKind.DISCONNECTED
+        return ConnectionEvent(
+            device=device,
+            kind=kind,
+            received_at=msg.received_at,
+            session=connected_at,
+            session_order=SessionOrder.TIMESTAMP,
+            event_time=event_time,
+            reason=str(reason) if reason is not None else None,
+            retain=msg.retain,
+            dup=msg.dup,
+            topic=msg.topic,
+            source=self.name,
+            properties=msg.user_properties,
+        )

@@ -1,0 +1,58 @@
+"""Homie 3/4 device state: `homie/{device}/$state`.
+
+`ready` is the birth, `lost` is Homie's Last Will, `disconnected` and `sleeping` are the
+device's own goodbyes, `init` and `alert` are signs of life. No session token.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from bridge.message import Invalid, MqttMessage
+from bridge.profiles.base import check_device
+from bridge.topics import TopicPattern
+from streams.presence import ConnectionEvent, EventKind
+
+STATES = {
+    "ready": EventKind.BIRTH,
+    "lost": EventKind.WILL,
+    "disconnected": EventKind.OFFLINE,
+    "sleeping": EventKind.OFFLINE,
+    "init": EventKind.ACTIVITY,
+    "alert": EventKind.ACTIVITY,
+}
+
+
+class HomieProfileSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["homie"] = "homie"
+    topic: str = "homie/{device}/$state"
+
+
+class HomieProfile:
+    def __init__(self, settings: HomieProfileSettings) -> None:
+        self.settings = settings
+        self.name = "homie"
+        self.pattern = TopicPattern(settings.topic)
+
+    def translate(self, msg: MqttMessage, captures: dict[str, str]) -> ConnectionEvent:
+        device = check_device(captures["device"])
+        state = msg.payload.decode("utf-8", errors="replace").strip()
+        kind = STATES.get(state)
+        if kind is None:
+            raise Invalid(
+                "bad_payload", f"Homie $state {state[:40]!r} is not one of {sorted(STATES)}"
+            )
+        return ConnectionEvent(
+            device=device,
+            kind=kind,
+            received_at=msg.received_at,
+            retain=msg.retain,
+            dup=msg.dup,
+            topic=msg.topic,
+            source=self.name,
+            properties=msg.user_properties,
+        )

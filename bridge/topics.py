@@ -1,0 +1,55 @@
+"""Topic patterns: `devices/{device}/status` matches a topic and captures the device id.
+
+`{name}` captures one level, `+` matches one level, `#` (last) matches the rest. The MQTT
+subscription filter is the pattern with every capture replaced by `+`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bridge.errors import ConfigurationError
+
+_CAPTURE = re.compile(r"^\{([a-z_]+)\}$")
+
+
+@dataclass(frozen=True)
+class TopicPattern:
+    pattern: str
+
+    def __post_init__(self) -> None:
+        levels = self.pattern.split("/")
+        for i, level in enumerate(levels):
+            if level == "#" and i != len(levels) - 1:
+                raise ConfigurationError(f"topic pattern {self.pattern!r}: '#' must be last")
+            if ("{" in level or "}" in level) and not _CAPTURE.match(level):
+                raise ConfigurationError(
+                    f"topic pattern {self.pattern!r}: a capture is a whole level like {{device}}"
+                )
+        if "{device}" not in levels:
+            raise ConfigurationError(f"topic pattern {self.pattern!r} has no {{device}} level")
+
+    @property
+    def subscription(self) -> str:
+        return "/".join("+" if _CAPTURE.match(lv) else lv for lv in self.pattern.split("/"))
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        """The captures if `topic` matches, else None."""
+        levels = topic.split("/")
+        captures: dict[str, str] = {}
+        pattern = self.pattern.split("/")
+        for i, want in enumerate(pattern):
+            if want == "#":
+                return captures
+            if i >= len(levels):
+                return None
+            got = levels[i]
+            capture = _CAPTURE.match(want)
+            if capture:
+                if not got:
+                    return None
+                captures[capture.group(1)] = got
+            elif want not in ("+", got):
+                return None
+        return captures if len(levels) == len(pattern) else None

@@ -1,0 +1,3 @@
+from mqtt_presence.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""Real clients for the integration tests: paho publishers, kafka-python readers, a bridge."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from kafka import KafkaConsumer
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bridge.app import Bridge
+from bridge.config import BridgeSettings, load_bridge_settings
+from mqtt_presence.stack import StackInfo
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Publisher:
+    """A real MQTT client that waits for each QoS 1 PUBACK."""
+
+    def __init__(self, info: StackInfo, client_id: str | None = None, **connect: Any) -> None:
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or unique("pub"),
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.connect(info.mqtt_host, info.mqtt_port, **connect)
+        self.client.loop_start()
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: dict[str, str] | None = None,
+    ) -> None:
+        props = None
+        if user_properties:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = list(user_properties.items())
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published(), f"no PUBACK for {topic}"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def bridge_settings(info: StackInfo, **overrides: Any) -> BridgeSettings:
+    tag = unique("t")
+    base: dict[str, Any] = {
+        "mqtt_url": info.mqtt_url,
+        "kafka_bootstrap": info.kafka_bootstrap,
+        "client_id": f"bridge-{tag}",
+        "raw_topic": f"raw-{tag}",
+        "dlq_topic": f"dlq-{tag}",
+        "profiles": [{"kind": "json", "topic": f"{tag}/{{device}}/status"}],
+        "reconnect_min_s": 0.2,
+        "reconnect_max_s": 2.0,
+        "partitions": 4,
+    }
+    return load_bridge_settings({}, **{**base, **overrides})
+
+
+def topic_prefix(settings: BridgeSettings) -> str:
+    return settings.profiles[0].topic.split("/")[0]
+
+
+@contextmanager
+def running_bridge(settings: BridgeSettings) -> Iterator[Bridge]:
+    bridge = Bridge(settings)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            bridge.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="bridge", daemon=True)
+    thread.start()
+    wait_for(lambda: bridge.source.connected or bool(errors), 30, "the bridge to connect")
+    if errors:
+        raise errors[0]
+    time.sleep(0.3)  # the SUBACK
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "the bridge did not stop"
+    if errors:
+        raise errors[0]
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_topic(info: StackInfo, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
+    """Read `count` records (or everything there after `timeout`) from the beginning."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=info.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            for message in consumer:
+                records.append(message)
+                if len(records) >= count:
+                    break
+    finally:
+        consumer.close()
+    return records

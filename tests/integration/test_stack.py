@@ -1,0 +1,122 @@
+"""The local stack itself: a real round trip, two stacks side by side, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from mqtt_presence.stack import LocalStack, PortInUseError, StackInfo
+from mqtt_presence.stack.processes import pid_running
+from streams.presence import ConnectionEvent, EventKind
+
+from .helpers import Publisher, bridge_settings, read_topic, running_bridge, topic_prefix, unique
+
+
+def test_birth_and_will_go_from_mqtt_through_mosquitto_and_the_bridge_into_kafka(
+    stack: StackInfo,
+) -> None:
+    settings = bridge_settings(stack)
+    prefix = topic_prefix(settings)
+    device = unique("cam")
+    with running_bridge(settings):
+        # The device registers its will on CONNECT and publishes its birth; then it dies.
+        dev = Publisher(stack, client_id=device)
+        will = json.dumps({"status": "offline", "session": 7}).encode()
+        dev.client.disconnect()
+        dev.client.loop_stop()
+        dev.client.will_set(f"{prefix}/{device}/status", will, qos=1)
+        dev.client.connect(stack.mqtt_host, stack.mqtt_port, keepalive=5)
+        dev.client.loop_start()
+        dev.publish(
+            f"{prefix}/{device}/status", json.dumps({"status": "online", "session": 7, "ts": 1})
+        )
+        dev.client.socket().close()  # an abrupt loss: the broker publishes the will
+        dev.client.loop_stop()
+        records = read_topic(stack, settings.raw_topic, 2)
+    events = [msgspec.json.decode(r.value, type=ConnectionEvent) for r in records]
+    assert [e.kind for e in events] == [EventKind.BIRTH, EventKind.WILL]
+    assert {r.key for r in records} == {device.encode()}
+    assert all(e.device == device and e.session == 7 for e in events)
+    assert dict(records[0].headers)["mqtt.topic"] == f"{prefix}/{device}/status".encode()
+
+
+@pytest.mark.asyncio
+async def test_records_read_back_with_aiokafka(stack: StackInfo) -> None:
+    settings = bridge_settings(stack)
+    prefix = topic_prefix(settings)
+    with running_bridge(settings):
+        pub = Publisher(stack)
+        for i in range(3):
+            pub.publish(f"{prefix}/dev-{i}/status", json.dumps({"status": "online", "session": i}))
+        pub.close()
+        assert len(read_topic(stack, settings.raw_topic, 3)) == 3
+    consumer = AIOKafkaConsumer(
+        settings.raw_topic,
+        bootstrap_servers=stack.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        got: list[ConnectionEvent] = []
+        while len(got) < 3:
+            batch = await consumer.getmany(timeout_ms=5000)
+            assert batch, "aiokafka read nothing"
+            got += [
+                msgspec.json.decode(m.value, type=ConnectionEvent)
+                for msgs in batch.values()
+                for m in msgs
+            ]
+    finally:
+        await consumer.stop()
+    assert sorted(e.device for e in got) == ["dev-0", "dev-1", "dev-2"]
+
+
+def test_two_stacks_side_by_side_and_down_leaves_no_process(
+    stack: StackInfo, stack_home: Path
+) -> None:
+    second = LocalStack(stack_home)
+    info = second.up()
+    try:
+        assert {info.kafka_port, info.mqtt_port}.isdisjoint({stack.kafka_port, stack.mqtt_port})
+        assert second.health(info) == {"kafka": True, "mosquitto": True}
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mqtt_presence",
+                "stack",
+                "status",
+                "--json",
+                "--home",
+                str(stack_home),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        reported = json.loads(status.stdout)
+        assert reported["kafka_bootstrap"] == info.kafka_bootstrap
+        assert reported["mqtt_port"] == info.mqtt_port
+        assert reported["up"] is True
+    finally:
+        stopped = second.down()
+    assert sorted(stopped) == sorted([info.kafka_pid, info.mosquitto_pid])
+    assert not pid_running(info.kafka_pid, "kafka.Kafka")
+    assert not pid_running(info.mosquitto_pid, "mosquitto")
+    assert second.info() is None
+    # The session's stack was not touched.
+    assert LocalStack(Path(stack.home)).health(stack) == {"kafka": True, "mosquitto": True}
+
+
+def test_a_taken_port_is_a_clear_error(stack: StackInfo, stack_home: Path) -> None:
+    with pytest.raises(PortInUseError, match=f"port {stack.mqtt_port} for MQTT is already in use"):
+        LocalStack(stack_home).up(mqtt_port=stack.mqtt_port)
+    assert LocalStack(stack_home).info() is None
