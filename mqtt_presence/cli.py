@@ -309,5 +309,20 @@ def bridge_command(
         raise fail(str(exc)) from exc
 
 
+@app.command("demo")
+def demo_command(
+    home: HomeOption = None,
+    keep_stack: Annotated[bool, typer.Option(help="Leave the local stack running after.")] = False,
+) -> None:
+    """Run the pipeline on the local stack (started if needed) with a real device."""
+    from mqtt_presence.demo import run_demo  # noqa: PLC0415
+
+    setup_logging(verbose=False)
+    try:
+        run_demo(LocalStack(home), out, keep_stack)
+    except StackError as exc:
+        raise fail(str(exc)) from exc
+
+
 def main() -> None:
     app()
