@@ -25,7 +25,7 @@ from streams.presence import ConnectionEvent
 
 def run_demo(stack: LocalStack, console: Console, keep_stack: bool) -> None:
     was_up = stack.info() is not None
-    info = stack.up(progress=lambda msg: console.log(msg))
+    info = stack.up(progress=console.log)
     tag = uuid.uuid4().hex[:6]
     settings = load_bridge_settings(
         {},
