@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from bridge.errors import ConfigurationError
 from bridge.message import Invalid, MqttMessage
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, SessionOrder, SessionToken
 
 MAX_DEVICE_ID = 256
+
+
+class ProfileSettingsBase(BaseModel):
+    """What every profile's settings have: a topic pattern, checked when the config loads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: str
+
+    @field_validator("topic")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            TopicPattern(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
 
 
 class Profile(Protocol):

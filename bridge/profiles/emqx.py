@@ -10,19 +10,16 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict
 
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import check_device, time_of
+from bridge.profiles.base import ProfileSettingsBase, check_device, time_of
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
 
 _decode = msgspec.json.Decoder().decode
 
 
-class EmqxProfileSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class EmqxProfileSettings(ProfileSettingsBase):
     kind: Literal["emqx"] = "emqx"
     topic: str = "$SYS/brokers/{node}/clients/{device}/{event}"
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import check_device
+from bridge.profiles.base import ProfileSettingsBase, check_device
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind
 
@@ -25,9 +23,7 @@ STATES = {
 }
 
 
-class HomieProfileSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class HomieProfileSettings(ProfileSettingsBase):
     kind: Literal["homie"] = "homie"
     topic: str = "homie/{device}/$state"
 

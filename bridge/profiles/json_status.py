@@ -11,19 +11,16 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict
 
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import check_device, order_of, time_of, token_of
+from bridge.profiles.base import ProfileSettingsBase, check_device, order_of, time_of, token_of
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind
 
 _decode = msgspec.json.Decoder().decode
 
 
-class JsonProfileSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class JsonProfileSettings(ProfileSettingsBase):
     kind: Literal["json"] = "json"
     topic: str = "devices/{device}/status"
     status_field: str = "status"

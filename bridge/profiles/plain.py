@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import check_device
+from bridge.profiles.base import ProfileSettingsBase, check_device
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind
 
 
-class PlainProfileSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class PlainProfileSettings(ProfileSettingsBase):
     kind: Literal["plain"] = "plain"
     topic: str = "{device}/availability"
     online_values: tuple[str, ...] = ("online",)

@@ -13,10 +13,9 @@ from typing import Any, Literal
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
-from pydantic import BaseModel, ConfigDict
 
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import check_device
+from bridge.profiles.base import ProfileSettingsBase, check_device
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
 
@@ -60,9 +59,7 @@ def _payload_class() -> Any:
 Payload = _payload_class()
 
 
-class SparkplugProfileSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class SparkplugProfileSettings(ProfileSettingsBase):
     kind: Literal["sparkplug"] = "sparkplug"
     topic: str = "spBv1.0/{group}/{event}/{device}"
     device_includes_group: bool = True  # device id "<group>/<edge node>"

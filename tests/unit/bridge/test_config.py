@@ -1,0 +1,52 @@
+"""Settings come from flags over environment over the config file over defaults."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from bridge.config import load_bridge_settings
+from bridge.profiles.plain import PlainProfileSettings
+
+
+def test_precedence_flags_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    file = {"bridge": {"client_id": "from-file", "raw_topic": "file.raw", "partitions": 3}}
+    monkeypatch.setenv("PRESENCE_BRIDGE_RAW_TOPIC", "env.raw")
+    monkeypatch.setenv("PRESENCE_BRIDGE_PARTITIONS", "5")
+    s = load_bridge_settings(file, partitions=7)
+    assert (s.client_id, s.raw_topic, s.partitions) == ("from-file", "env.raw", 7)
+
+
+def test_profiles_from_the_file_and_secret_password() -> None:
+    s = load_bridge_settings(
+        {
+            "bridge": {
+                "password": "hunter2",
+                "username": "bridge",
+                "profiles": [{"kind": "plain", "topic": "z2m/{device}/availability"}],
+            }
+        }
+    )
+    assert isinstance(s.profiles[0], PlainProfileSettings)
+    assert "hunter2" not in repr(s)
+    assert s.password is not None
+    assert s.password.get_secret_value() == "hunter2"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"mqtt_url": "http://x"},
+        {"receive_maximum": 0},
+        {"nonsense": 1},
+        {"profiles": [{"kind": "json", "topic": "no-device-here"}]},
+    ],
+)
+def test_bad_settings_are_refused_clearly(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        load_bridge_settings({"bridge": bad})
+
+
+def test_mqtt_url_parts() -> None:
+    s = load_bridge_settings({}, mqtt_url="mqtts://broker.example:8884")
+    assert (s.mqtt_host, s.mqtt_port, s.mqtt_tls) == ("broker.example", 8884, True)
