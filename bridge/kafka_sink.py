@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 
 from bridge.config import BridgeSettings
 
@@ -56,12 +56,6 @@ class KafkaSink:
         future = self.producer.send(topic, key=key, value=value, headers=headers)
         future.add_callback(lambda _metadata: on_done(None))
         future.add_errback(on_done)
-
-    def connected(self) -> bool:
-        try:
-            return bool(self.producer.bootstrap_connected())
-        except KafkaError:
-            return False
 
     def flush(self, timeout_s: float) -> None:
         self.producer.flush(timeout=timeout_s)

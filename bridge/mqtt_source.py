@@ -30,6 +30,11 @@ from bridge.message import MqttMessage
 
 log = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E
+# Brokers that do not send DISCONNECT 0x8E on a takeover (Mosquitto 2.0 just closes the old
+# socket) show a client-id conflict as a ping-pong: this many losses of an established session
+# within the window stop the bridge instead of fighting the other client forever.
+PING_PONG_LOSSES = 3
+PING_PONG_WINDOW_S = 60.0
 FATAL_CONNACK = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}  # version, client id, credentials, auth
 
 
@@ -49,6 +54,7 @@ class MqttSource:
         self.connected = False
         self._fatal: BridgeError | None = None
         self._leaving = False
+        self._losses: list[float] = []
         self._pending_subs: dict[int, list[str]] = {}
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -187,6 +193,19 @@ class MqttSource:
             )
         if was and not self._leaving:
             self.listener.on_mqtt_disconnected(str(reason_code))
+            self._count_loss()
+
+    def _count_loss(self) -> None:
+        now = time.monotonic()
+        self._losses = [t for t in self._losses if now - t < PING_PONG_WINDOW_S] + [now]
+        if len(self._losses) >= PING_PONG_LOSSES and self._fatal is None:
+            self._fatal = ClientIdConflictError(
+                f"the broker closed our session as {self.settings.client_id!r} "
+                f"{len(self._losses)} times within {PING_PONG_WINDOW_S:.0f} s: most likely "
+                "another client uses the same client id and each connection takes the other's "
+                "session over (Mosquitto logs 'already connected, closing old connection'). "
+                "Give every bridge its own client id. If not, check the broker's limits and log."
+            )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         props = getattr(message, "properties", None)

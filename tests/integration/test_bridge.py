@@ -1,0 +1,219 @@
+"""The bridge against the real stack: every profile, bad input, broker-side errors, health."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import paho.mqtt.client as mqtt
+import pytest
+
+from bridge.app import Bridge
+from bridge.errors import ClientIdConflictError, SubscriptionDeniedError
+from bridge.message import DeadLetterRecord
+from bridge.profiles.sparkplug import encode_payload
+from mqtt_presence.stack import StackInfo, mosquitto
+from mqtt_presence.stack.ports import free_port
+from mqtt_presence.stack.processes import stop_pid
+from streams.presence import ConnectionEvent, EventKind, SessionOrder
+
+from .helpers import (
+    Publisher,
+    bridge_settings,
+    read_topic,
+    running_bridge,
+    topic_prefix,
+    unique,
+    wait_for,
+)
+
+
+def events_of(records: list) -> list[ConnectionEvent]:  # type: ignore[type-arg]
+    return [msgspec.json.decode(r.value, type=ConnectionEvent) for r in records]
+
+
+def test_every_profile_end_to_end(stack: StackInfo) -> None:
+    tag = unique("p")
+    profiles = [
+        {"kind": "json", "topic": f"{tag}/json/{{device}}/status"},
+        {"kind": "plain", "topic": f"{tag}/plain/{{device}}/availability"},
+        {"kind": "homie", "topic": f"{tag}/homie/{{device}}/$state"},
+        # Mosquitto does not let clients publish to $SYS: the same payloads on another prefix.
+        {"kind": "emqx", "topic": f"{tag}/emqx/brokers/{{node}}/clients/{{device}}/{{event}}"},
+        {"kind": "sparkplug", "topic": f"{tag}/spBv1.0/{{group}}/{{event}}/{{device}}"},
+    ]
+    settings = bridge_settings(stack, profiles=profiles)
+    with running_bridge(settings):
+        pub = Publisher(stack)
+        pub.publish(f"{tag}/json/cam/status", '{"status":"online","session":3,"ts":5}')
+        pub.publish(f"{tag}/plain/lamp/availability", "offline")
+        pub.publish(f"{tag}/homie/thermo/$state", "lost")
+        pub.publish(
+            f"{tag}/emqx/brokers/n1/clients/gw/connected",
+            json.dumps({"clientid": "gw", "connected_at": 1000, "ts": 1001}),
+        )
+        pub.publish(f"{tag}/spBv1.0/plant/NDEATH/edge", encode_payload(7, 2000))
+        pub.close()
+        got = {e.source: e for e in events_of(read_topic(stack, settings.raw_topic, 5))}
+    assert (got["json"].device, got["json"].kind, got["json"].session) == (
+        "cam",
+        EventKind.BIRTH,
+        3,
+    )
+    assert (got["plain"].device, got["plain"].kind) == ("lamp", EventKind.WILL)
+    assert (got["homie"].device, got["homie"].kind) == ("thermo", EventKind.WILL)
+    assert (got["emqx"].kind, got["emqx"].session, got["emqx"].session_order) == (
+        EventKind.CONNECTED,
+        1000,
+        SessionOrder.TIMESTAMP,
+    )
+    assert (got["sparkplug"].device, got["sparkplug"].session) == ("plant/edge", 7)
+
+
+def test_bad_input_goes_to_the_dead_letter_topic_and_the_bridge_goes_on(stack: StackInfo) -> None:
+    settings = bridge_settings(stack, max_payload_bytes=256)
+    prefix = topic_prefix(settings)
+    with running_bridge(settings) as bridge:
+        pub = Publisher(stack)
+        pub.publish(f"{prefix}/d1/status", b"\x00\x01 not json")
+        pub.publish(f"{prefix}/d2/status", "x" * 300)
+        pub.publish(f"{prefix}/d3/status", '{"status":"online","device":"impostor"}')
+        pub.publish(f"{prefix}/d4/status", '{"status":"online","session":1}')
+        pub.close()
+        letters = [
+            msgspec.json.decode(r.value, type=DeadLetterRecord)
+            for r in read_topic(stack, settings.dlq_topic, 3)
+        ]
+        good = events_of(read_topic(stack, settings.raw_topic, 1))
+        wait_for(lambda: bridge.metrics.acknowledged._value.get() >= 4, 10, "all four acked")
+        counted = {
+            s.labels["reason"]: s.value
+            for m in bridge.metrics.dead_letters.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
+    by_reason = {letter.reason: letter for letter in letters}
+    assert set(by_reason) == {"bad_payload", "oversize", "device_mismatch"}
+    assert base64.b64decode(by_reason["bad_payload"].payload_base64) == b"\x00\x01 not json"
+    assert by_reason["oversize"].topic == f"{prefix}/d2/status"
+    assert counted == {"bad_payload": 1.0, "oversize": 1.0, "device_mismatch": 1.0}
+    assert [e.device for e in good] == ["d4"]
+
+
+def test_user_properties_and_the_retain_flag_reach_the_event_and_kafka_headers(
+    stack: StackInfo,
+) -> None:
+    settings = bridge_settings(stack)
+    prefix = topic_prefix(settings)
+    pub = Publisher(stack)
+    # Retained before the bridge subscribes: delivered to it with the retain flag set.
+    pub.publish(
+        f"{prefix}/cam/status",
+        '{"status":"online"}',
+        retain=True,
+        user_properties={"session": "boot-9", "fw": "1.2"},
+    )
+    try:
+        with running_bridge(settings):
+            (record,) = read_topic(stack, settings.raw_topic, 1)
+    finally:
+        pub.publish(f"{prefix}/cam/status", b"", retain=True)  # clear the retained message
+        pub.close()
+    event = msgspec.json.decode(record.value, type=ConnectionEvent)
+    assert event.retain is True
+    assert (event.session, event.properties) == ("boot-9", {"session": "boot-9", "fw": "1.2"})
+    headers = dict(record.headers)
+    assert headers["mqtt.retain"] == b"1"
+    assert headers["mqtt.user.fw"] == b"1.2"
+
+
+def test_health_and_metrics_endpoints(stack: StackInfo) -> None:
+    settings = bridge_settings(stack, http_port=0)
+    with running_bridge(settings) as bridge:
+        base = f"http://127.0.0.1:{bridge.http_port}"
+        with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
+            assert resp.status == 200
+            assert json.loads(resp.read()) == {"healthy": True, "mqtt": True, "kafka": True}
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    assert 'presence_bridge_connected{broker="mqtt"} 1.0' in text
+    assert "presence_bridge_messages_received_total" in text
+
+
+def test_a_session_taken_over_by_the_same_client_id_is_a_clear_error(stack: StackInfo) -> None:
+    # Field report A: two agents, one client id, kicked off again and again. Mosquitto 2.0 sends
+    # no DISCONNECT 0x8E (it closes the old socket), so the bridge recognises the ping-pong.
+    settings = bridge_settings(stack)
+    bridge = Bridge(settings)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            bridge.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(lambda: bridge.source.connected, 30, "the bridge to connect")
+    intruder = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5
+    )
+    intruder.reconnect_delay_set(min_delay=1, max_delay=1)
+    intruder.connect(stack.mqtt_host, stack.mqtt_port)
+    intruder.loop_start()
+    thread.join(60)
+    intruder.disconnect()
+    intruder.loop_stop()
+    assert not thread.is_alive()
+    assert len(failure) == 1
+    assert isinstance(failure[0], ClientIdConflictError)
+    assert settings.client_id in str(failure[0])
+    assert "same client id" in str(failure[0])
+
+
+@pytest.fixture
+def denying_mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A Mosquitto whose dynamic-security plugin refuses every subscription by default."""
+    plugin = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+    assert plugin.exists(), "Debian's mosquitto package ships the dynamic-security plugin"
+    (tmp_path / "dynsec.json").write_text(
+        json.dumps(
+            {
+                "defaultACLAccess": {
+                    "publishClientSend": True,
+                    "publishClientReceive": True,
+                    "subscribe": False,
+                    "unsubscribe": True,
+                },
+                "clients": [],
+                "groups": [],
+                "roles": [],
+            }
+        )
+    )
+    port = free_port()
+    extra = f"plugin {plugin}\nplugin_opt_config_file {tmp_path / 'dynsec.json'}"
+    config = mosquitto.prepare(tmp_path, port, extra)
+    proc = mosquitto.start(mosquitto.ensure_installed(), tmp_path, config)
+    try:
+        mosquitto.wait_ready(port, lambda: proc.poll() is None, tmp_path / "mosquitto.log")
+        yield port
+    finally:
+        stop_pid(proc.pid, "mosquitto")
+
+
+def test_a_denied_subscription_stops_the_bridge_naming_the_filter(
+    stack: StackInfo, denying_mosquitto: int
+) -> None:
+    settings = bridge_settings(stack, mqtt_url=f"mqtt://127.0.0.1:{denying_mosquitto}")
+    with pytest.raises(SubscriptionDeniedError) as caught:
+        Bridge(settings).run()
+    message = str(caught.value)
+    assert f"{topic_prefix(settings)}/+/status" in message
+    assert "Not authorized (0x87)" in message
