@@ -16,16 +16,17 @@ import threading
 from typing import NamedTuple
 
 import msgspec
-from kafka.errors import KafkaError
+from kafka.errors import KafkaConfigurationError, KafkaError
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_when_event_set,
     wait_exponential_jitter,
 )
 
 from bridge.ack_window import AckWindow, Slot
 from bridge.config import BridgeSettings
+from bridge.errors import ConfigurationError
 from bridge.kafka_sink import KafkaSink
 from bridge.message import DeadLetterRecord, MqttMessage
 from bridge.metrics import BridgeMetrics, serve
@@ -36,6 +37,11 @@ from streams.presence import ConnectionEvent
 
 log = logging.getLogger("presence.bridge")
 _encode = msgspec.json.Encoder().encode
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Unreachable brokers are retried; a configuration Kafka refuses is not."""
+    return isinstance(exc, OSError | KafkaError) and not isinstance(exc, KafkaConfigurationError)
 
 
 class Completion(NamedTuple):
@@ -181,7 +187,7 @@ class Bridge:
             wait=wait_exponential_jitter(
                 multiplier=self.settings.reconnect_min_s, max=self.settings.reconnect_max_s
             ),
-            retry=retry_if_exception_type((OSError, KafkaError)),
+            retry=retry_if_exception(_worth_retrying),
             stop=stop_when_event_set(self._stop),
             sleep=self._sleep,
             before_sleep=lambda state: log.warning(
@@ -197,6 +203,12 @@ class Bridge:
         self._stop.wait(seconds)  # a stop request ends the wait at once
 
     def _connect_kafka(self) -> KafkaSink | None:
+        try:
+            return self._connect_kafka_retrying()
+        except KafkaConfigurationError as exc:
+            raise ConfigurationError(f"Kafka producer settings refused: {exc}") from exc
+
+    def _connect_kafka_retrying(self) -> KafkaSink | None:
         for attempt in self._retrying():
             with attempt:
                 sink = KafkaSink(self.settings)

@@ -30,7 +30,9 @@ class KafkaSink:
             batch_size=256 * 1024,
             compression_type=None,
             delivery_timeout_ms=settings.delivery_timeout_ms,
-            request_timeout_ms=min(10_000, settings.delivery_timeout_ms - 1),
+            request_timeout_ms=min(
+                10_000, (settings.delivery_timeout_ms - settings.linger_ms) // 2
+            ),
             max_block_ms=5_000,  # never stall the MQTT loop for long when the buffer is full
         )
 

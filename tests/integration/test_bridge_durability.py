@@ -1,0 +1,206 @@
+"""The bridge loses nothing: kill -9 in the middle of a stream, and Kafka gone for a while."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import paho.mqtt.client as mqtt
+import pytest
+
+from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack.ports import free_port
+from streams.presence import ConnectionEvent
+
+from .helpers import bridge_settings, read_topic, running_bridge, topic_prefix, unique, wait_for
+
+
+class NumberedPublisher:
+    """Publishes `total` numbered QoS 1 messages in a thread; `acked` is what the broker
+    confirmed (PUBACK), which is what must reach Kafka."""
+
+    def __init__(self, info: StackInfo, prefix: str, total: int, devices: int = 20) -> None:
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=unique("numbered"), protocol=mqtt.MQTTv5
+        )
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(info.mqtt_host, info.mqtt_port)
+        self.client.loop_start()
+        self.prefix, self.total, self.devices = prefix, total, devices
+        self.infos: list[mqtt.MQTTMessageInfo] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for i in range(self.total):
+            payload = json.dumps({"status": "online", "session": i, "ts": i})
+            self.infos.append(
+                self.client.publish(f"{self.prefix}/d{i % self.devices}/status", payload, qos=1)
+            )
+            if i % 50 == 49:
+                time.sleep(0.01)  # a steady stream, not one burst
+
+    def start(self) -> NumberedPublisher:
+        self.thread.start()
+        return self
+
+    def acked_count(self) -> int:
+        return sum(1 for info in list(self.infos) if info.is_published())
+
+    def finish(self) -> set[int]:
+        self.thread.join(60)
+        for info in self.infos:
+            info.wait_for_publish(timeout=30)
+        self.client.disconnect()
+        self.client.loop_stop()
+        return {i for i, info in enumerate(self.infos) if info.is_published()}
+
+
+def sessions_in_kafka(
+    info: StackInfo, topic: str, expected: set[int], timeout: float
+) -> Counter[int]:
+    deadline = time.monotonic() + timeout
+    seen: Counter[int] = Counter()
+    while time.monotonic() < deadline:
+        records = read_topic(info, topic, 10**9, timeout=3)
+        seen = Counter(
+            msgspec.json.decode(r.value, type=ConnectionEvent).session  # type: ignore[misc]
+            for r in records
+        )
+        if expected <= set(seen):
+            break
+    return seen
+
+
+@pytest.fixture
+def bridge_process(
+    stack: StackInfo, tmp_path: Path
+) -> Iterator[tuple[list[str], dict[str, str], int]]:
+    settings = bridge_settings(stack)
+    port = free_port()
+    config = tmp_path / "presence.toml"
+    config.write_text(f"""
+[bridge]
+mqtt_url = "{stack.mqtt_url}"
+kafka_bootstrap = "{stack.kafka_bootstrap}"
+client_id = "{settings.client_id}"
+raw_topic = "{settings.raw_topic}"
+dlq_topic = "{settings.dlq_topic}"
+partitions = 4
+reconnect_min_s = 0.2
+reconnect_max_s = 2.0
+
+[[bridge.profiles]]
+kind = "json"
+topic = "{settings.profiles[0].topic}"
+""")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mqtt_presence",
+        "bridge",
+        "--config",
+        str(config),
+        "--http-port",
+        str(port),
+    ]
+    yield cmd, {"raw_topic": settings.raw_topic, "prefix": topic_prefix(settings)}, port
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    def healthy() -> bool:
+        assert proc.poll() is None, "the bridge exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    wait_for(healthy, timeout, "the bridge's health endpoint to say healthy")
+    time.sleep(0.3)  # the SUBACK
+
+
+def test_kill_9_in_the_middle_of_a_stream_loses_no_acknowledged_message(
+    stack: StackInfo, bridge_process: tuple[list[str], dict[str, str], int], tmp_path: Path
+) -> None:
+    cmd, names, port = bridge_process
+    log = (tmp_path / "bridge.log").open("wb")
+    first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    wait_healthy(port, first)
+    publisher = NumberedPublisher(stack, names["prefix"], total=3_000).start()
+    wait_for(lambda: publisher.acked_count() >= 1_000, 60, "1000 messages published")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    acked = publisher.finish()  # the broker keeps taking messages for the bridge's session
+    second = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, second)
+        seen = sessions_in_kafka(stack, names["raw_topic"], acked, timeout=60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+        log.close()
+    missing = acked - set(seen)
+    duplicates = sum(n - 1 for n in seen.values())
+    print(
+        f"published and acknowledged by the broker: {len(acked)}; in Kafka: {len(seen)} "
+        f"distinct, {duplicates} duplicates; missing: {len(missing)}"
+    )
+    assert len(acked) == 3_000
+    assert missing == set()
+    assert second.returncode == 0
+
+
+def test_kafka_stopped_for_a_while_and_started_again_loses_nothing(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path / "stack")
+    info = stack.up()
+    try:
+        settings = bridge_settings(info, delivery_timeout_ms=3_000)
+        prefix = topic_prefix(settings)
+        with running_bridge(settings) as bridge:
+            before = NumberedPublisher(info, prefix, total=100).start()
+            assert len(before.finish()) == 100
+            assert len(read_topic(info, settings.raw_topic, 100)) == 100
+            stack.stop_kafka()
+            during = NumberedPublisher(info, prefix, total=300)
+            during.infos = []
+            during.thread = threading.Thread(
+                target=lambda: [
+                    during.infos.append(
+                        during.client.publish(
+                            f"{prefix}/d{i % 20}/status",
+                            json.dumps({"status": "online", "session": 100 + i}),
+                            qos=1,
+                        )
+                    )
+                    for i in range(300)
+                ],
+                daemon=True,
+            )
+            during.start()
+            wait_for(
+                lambda: not bridge.health()["kafka"] or not bridge.health()["mqtt"],
+                60,
+                "the bridge to notice that Kafka is gone",
+            )
+            time.sleep(3)
+            stack.start_kafka()
+            acked = {100 + i for i in during.finish()}
+            seen = sessions_in_kafka(info, settings.raw_topic, acked | set(range(100)), 90)
+            errors = bridge.metrics.kafka_errors._value.get()
+    finally:
+        stack.down()
+    assert len(acked) == 300
+    assert (acked | set(range(100))) - set(seen) == set()
+    assert errors > 0  # it really went through the failure path
