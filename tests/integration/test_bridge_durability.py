@@ -115,7 +115,7 @@ topic = "{settings.profiles[0].topic}"
         "--http-port",
         str(port),
     ]
-    yield cmd, {"raw_topic": settings.raw_topic, "prefix": topic_prefix(settings)}, port
+    return cmd, {"raw_topic": settings.raw_topic, "prefix": topic_prefix(settings)}, port
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
