@@ -84,9 +84,7 @@ def sessions_in_kafka(
 
 
 @pytest.fixture
-def bridge_process(
-    stack: StackInfo, tmp_path: Path
-) -> Iterator[tuple[list[str], dict[str, str], int]]:
+def bridge_process(stack: StackInfo, tmp_path: Path) -> tuple[list[str], dict[str, str], int]:
     settings = bridge_settings(stack)
     port = free_port()
     config = tmp_path / "presence.toml"
