@@ -1,7 +1,8 @@
 """The bridge's run loop: MQTT in, Kafka out, acknowledge only what Kafka has.
 
-One thread drives paho's network loop; kafka-python's I/O thread reports each write through a
-queue; the loop completes slots of the in-order window and acknowledges the released prefix. When
+One thread drives paho's network loop and hands each message to kafka-python; the in-order window
+keeps each QoS 1 message's pending write, and after every turn of the loop the prefix whose writes
+are done is acknowledged (kafka-python's I/O thread only completes the futures). When
 Kafka fails a write, the bridge stops acknowledging, drops its MQTT connection (the broker keeps
 every unacknowledged message in our persistent session) and waits for Kafka before it reconnects:
 nothing is buffered without bound and nothing is dropped; what was written but not acknowledged
@@ -11,9 +12,7 @@ is delivered again and shows up as a duplicate (counted downstream, harmless the
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from typing import NamedTuple
 
 import msgspec
 from kafka.errors import KafkaConfigurationError, KafkaError
@@ -24,7 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from bridge.ack_window import AckWindow, Slot
+from bridge.ack_window import AckWindow
 from bridge.config import BridgeSettings
 from bridge.errors import ConfigurationError
 from bridge.kafka_sink import KafkaSink
@@ -42,13 +41,6 @@ _encode = msgspec.json.Encoder().encode
 def _worth_retrying(exc: BaseException) -> bool:
     """Unreachable brokers are retried; a configuration Kafka refuses is not."""
     return isinstance(exc, OSError | KafkaError) and not isinstance(exc, KafkaConfigurationError)
-
-
-class Completion(NamedTuple):
-    epoch: int
-    slot: Slot | None  # None for QoS 0 messages: nothing to acknowledge
-    error: Exception | None
-    topic: str
 
 
 def kafka_headers(msg: MqttMessage) -> list[tuple[str, bytes]]:
@@ -73,7 +65,6 @@ class Bridge:
         self.source = MqttSource(settings, filters, self)
         self.sink: KafkaSink | None = None
         self.http_port: int | None = None
-        self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._kafka_error: Exception | None = None
         self._draining = False
@@ -133,26 +124,26 @@ class Bridge:
         log.warning("MQTT connection lost: %s", reason)
 
     def on_mqtt_message(self, msg: MqttMessage, mid: int, qos: int) -> None:
-        if self._draining or self.sink is None:
+        if self._draining or self.sink is None or self._kafka_error is not None:
             return  # not acknowledged: the broker delivers it again to our session
         self.metrics.received.inc()
         record = self.translator.translate(msg)
-        slot = self.window.add(mid) if qos > 0 else None
         if isinstance(record, ConnectionEvent):
             topic, key, value = self.settings.raw_topic, record.device.encode(), _encode(record)
         else:
             topic, key, value = self.settings.dlq_topic, msg.topic.encode(), _encode(record)
             self._dead_letter(record)
-        epoch = self.window.epoch
-        label = "raw" if topic == self.settings.raw_topic else "dlq"
-
-        def done(error: Exception | None) -> None:
-            self._completions.put(Completion(epoch, slot, error, label))
-
         try:
-            self.sink.send(topic, key, value, kafka_headers(msg), done)
+            pending = self.sink.send(topic, key, value, kafka_headers(msg))
         except KafkaError as exc:  # e.g. the buffer stayed full for max_block_ms
-            done(exc)
+            self.metrics.kafka_errors.inc()
+            self._kafka_error = exc
+            return
+        if qos > 0:
+            self.window.add(mid, pending)
+        else:  # QoS 0: nothing to acknowledge, and nothing the broker could deliver again
+            pending.add_callback(lambda _metadata: self.metrics.produced.inc())
+            pending.add_errback(lambda exc: log.error("QoS 0 message lost by Kafka: %s", exc))
 
     def _dead_letter(self, record: DeadLetterRecord) -> None:
         self.metrics.dead_letters.labels(record.reason).inc()
@@ -161,25 +152,16 @@ class Bridge:
     # --- the loop's work --------------------------------------------------------------------------
 
     def _settle(self) -> None:
-        """Apply Kafka's answers and acknowledge the released prefix, in arrival order."""
-        while True:
-            try:
-                c = self._completions.get_nowait()
-            except queue.Empty:
-                break
-            if c.epoch != self.window.epoch:
-                continue  # from before a reconnect: its message comes again
-            if c.error is not None:
-                self.metrics.kafka_errors.inc()
-                self._kafka_error = self._kafka_error or c.error
-                continue
-            self.metrics.produced.labels(c.topic).inc()
-            if c.slot is not None:
-                self.window.complete(c.slot)
-        if self._kafka_error is None:
-            for mid in self.window.release():
-                self.source.ack(mid, 1)
-                self.metrics.acknowledged.inc()
+        """Acknowledge, in arrival order, every message whose Kafka write is done."""
+        released, error = self.window.release()
+        for mid in released:
+            self.source.ack(mid, 1)
+        if released:
+            self.metrics.produced.inc(len(released))
+            self.metrics.acknowledged.inc(len(released))
+        if error is not None and self._kafka_error is None:
+            self.metrics.kafka_errors.inc()
+            self._kafka_error = error if isinstance(error, Exception) else KafkaError(str(error))
         self.metrics.in_flight.set(len(self.window))
 
     def _retrying(self) -> Retrying:

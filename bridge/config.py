@@ -52,7 +52,7 @@ class BridgeSettings(BaseSettings):
     dlq_topic: str = "presence.dlq"
     partitions: int = Field(8, ge=1)
     replication_factor: int = Field(1, ge=1)
-    linger_ms: int = Field(5, ge=0)
+    linger_ms: int = Field(20, ge=0)
     delivery_timeout_ms: int = Field(30_000, ge=1_000)
     # Operations
     http_host: str = "127.0.0.1"

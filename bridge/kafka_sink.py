@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -12,11 +12,10 @@ from kafka.errors import TopicAlreadyExistsError
 from bridge.config import BridgeSettings
 
 log = logging.getLogger(__name__)
-Done = Callable[[Exception | None], None]
 
 
 class KafkaSink:
-    """Writes records; `on_done` is called from kafka-python's I/O thread, once per record."""
+    """Writes records to Kafka; the caller watches each write's future."""
 
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
@@ -52,12 +51,9 @@ class KafkaSink:
         finally:
             admin.close()
 
-    def send(
-        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], on_done: Done
-    ) -> None:
-        future = self.producer.send(topic, key=key, value=value, headers=headers)
-        future.add_callback(lambda _metadata: on_done(None))
-        future.add_errback(on_done)
+    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        """Start a write; returns kafka-python's future (`is_done`, `exception`)."""
+        return self.producer.send(topic, key=key, value=value, headers=headers)
 
     def flush(self, timeout_s: float) -> None:
         self.producer.flush(timeout=timeout_s)

@@ -20,7 +20,9 @@ class BridgeMetrics:
             "presence_bridge_messages_received", "MQTT messages received", registry=r
         )
         self.produced = Counter(
-            "presence_bridge_records_produced", "records Kafka acknowledged", ["topic"], registry=r
+            "presence_bridge_records_produced",
+            "records Kafka acknowledged (raw events and dead letters)",
+            registry=r,
         )
         self.acknowledged = Counter(
             "presence_bridge_messages_acknowledged",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from bridge.errors import ConfigurationError
 
@@ -36,20 +37,23 @@ class TopicPattern:
 
     def match(self, topic: str) -> dict[str, str] | None:
         """The captures if `topic` matches, else None."""
-        levels = topic.split("/")
-        captures: dict[str, str] = {}
-        pattern = self.pattern.split("/")
-        for i, want in enumerate(pattern):
-            if want == "#":
-                return captures
-            if i >= len(levels):
-                return None
-            got = levels[i]
-            capture = _CAPTURE.match(want)
+        found = self._regex.match(topic)
+        return found.groupdict() if found else None
+
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
+        parts = []
+        for level in self.pattern.split("/"):
+            capture = _CAPTURE.match(level)
             if capture:
-                if not got:
-                    return None
-                captures[capture.group(1)] = got
-            elif want not in ("+", got):
-                return None
-        return captures if len(levels) == len(pattern) else None
+                parts.append(f"(?P<{capture.group(1)}>[^/]+)")
+            elif level == "+":
+                parts.append("[^/]*")
+            elif level == "#":
+                parts.append(".*")
+            else:
+                parts.append(re.escape(level))
+        body = "/".join(parts)
+        if body.endswith("/.*"):  # '#' also matches the parent level itself
+            body = body[:-3] + "(?:/.*)?"
+        return re.compile(f"^{body}$")

@@ -1,0 +1,302 @@
+"""Bridge throughput and latency, side by side with the limits of the same machine (issue 3).
+
+    python bench/bridge_throughput.py [--messages 100000] [--latency-rate 1000] [--home DIR]
+
+Starts its own local stack (or uses the one in --home), then measures in one run:
+
+1. drain: N lifecycle messages (~100-byte JSON births and wills, a reconnect storm) are queued in
+   Mosquitto for a persistent QoS 1 session first; then the reader connects and we time how fast
+   it takes them all:
+   (a) a bare paho subscriber that only counts and acknowledges at once (the MQTT ceiling);
+   (b) the bridge: every message translated, written to Kafka (acks=all, idempotent) and only
+       then acknowledged; at the end every message is checked to be in Kafka.
+2. (c) kafka-python's own producer rate for the same records on this machine (the Kafka ceiling
+   for a Python producer with the bridge's settings).
+3. latency: messages published at a steady rate; publish time (in the payload) to the broker's
+   append time in Kafka (the raw topic uses LogAppendTime), median and p99.
+
+Prints messages/s, the bridge's ratio to (a) and to (c), its CPU use, and the latencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bridge.app import Bridge
+from bridge.config import load_bridge_settings
+from mqtt_presence.stack import LocalStack, StackInfo
+
+
+def payload(i: int, ts_ns: int | None = None) -> bytes:
+    status = "online" if i % 2 == 0 else "offline"
+    body = {
+        "status": status,
+        "session": i // 2,
+        "ts": ts_ns or time.time_ns() // 1_000_000,
+        "fw": "cam-fw-2.14.3",
+        "seq": i,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def persistent_session(info: StackInfo, client_id: str, topic_filter: str) -> None:
+    """Create a persistent QoS 1 session with a subscription, then leave: the broker queues."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    c.connect(info.mqtt_host, info.mqtt_port, clean_start=True, properties=props)
+    c.loop_start()
+    c.subscribe(topic_filter, qos=1)
+    time.sleep(0.5)
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish_burst(info: StackInfo, prefix: str, n: int, devices: int = 10_000) -> float:
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"pub-{uuid.uuid4().hex[:6]}",
+        protocol=mqtt.MQTTv5,
+    )
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect(info.mqtt_host, info.mqtt_port)
+    c.loop_start()
+    start = time.perf_counter()
+    infos = [
+        c.publish(f"{prefix}/dev-{i % devices:05d}/status", payload(i), qos=1) for i in range(n)
+    ]
+    for inf in infos:
+        inf.wait_for_publish(timeout=120)
+    elapsed = time.perf_counter() - start
+    c.disconnect()
+    c.loop_stop()
+    return n / elapsed
+
+
+def bare_subscriber_drain(info: StackInfo, client_id: str, n: int) -> float:
+    got = 0
+    done = threading.Event()
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+    )
+
+    def on_message(client: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+        nonlocal got
+        client.ack(m.mid, m.qos)
+        got += 1
+        if got >= n:
+            done.set()
+
+    c.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 1000
+    start = time.perf_counter()
+    c.connect(info.mqtt_host, info.mqtt_port, clean_start=False, properties=props)
+    c.loop_start()
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    c.disconnect()
+    c.loop_stop()
+    return got / elapsed
+
+
+def bridge_drain(
+    info: StackInfo, settings_kw: dict[str, object], n: int
+) -> tuple[float, float, int]:
+    settings = load_bridge_settings({}, **settings_kw)
+    bridge = Bridge(settings)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    thread = threading.Thread(target=bridge.run, daemon=True)
+    thread.start()
+    while bridge.metrics.acknowledged._value.get() < n and thread.is_alive():
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    bridge.stop()
+    thread.join(60)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    in_kafka = _count(info, settings.raw_topic)
+    return n / elapsed, cpu / elapsed, in_kafka
+
+
+def _count(info: StackInfo, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=info.kafka_bootstrap)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    total = sum(consumer.end_offsets(parts).values())
+    consumer.close()
+    return int(total)
+
+
+def kafka_python_rate(info: StackInfo, n: int) -> float:
+    topic = f"bench-producer-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 8, 1)])
+    admin.close()
+    p = KafkaProducer(
+        bootstrap_servers=info.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        batch_size=256 * 1024,
+    )
+    records = [payload(i) for i in range(n)]
+    start = time.perf_counter()
+    for i, r in enumerate(records):
+        p.send(topic, key=f"dev-{i % 10_000:05d}".encode(), value=r)
+    p.flush()
+    elapsed = time.perf_counter() - start
+    p.close()
+    return n / elapsed
+
+
+def latency(
+    info: StackInfo, settings_kw: dict[str, object], prefix: str, rate: int, seconds: float
+) -> list[float]:
+    settings = load_bridge_settings({}, **settings_kw)
+    admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
+    admin.create_topics(
+        [
+            NewTopic(
+                settings.raw_topic, 8, 1, topic_configs={"message.timestamp.type": "LogAppendTime"}
+            )
+        ]
+    )
+    admin.close()
+    bridge = Bridge(settings)
+    thread = threading.Thread(target=bridge.run, daemon=True)
+    thread.start()
+    while not bridge.source.connected:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"lat-{uuid.uuid4().hex[:6]}",
+        protocol=mqtt.MQTTv5,
+    )
+    c.connect(info.mqtt_host, info.mqtt_port)
+    c.loop_start()
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        c.publish(
+            f"{prefix}/dev-{i % 1000:04d}/status", payload(i, time.time_ns() // 1_000_000), qos=1
+        )
+    while bridge.metrics.acknowledged._value.get() < total:
+        time.sleep(0.05)
+    bridge.stop()
+    thread.join(30)
+    c.disconnect()
+    c.loop_stop()
+    consumer = KafkaConsumer(
+        settings.raw_topic,
+        bootstrap_servers=info.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
+    out = []
+    for m in consumer:
+        sent = json.loads(m.value)["event_time"]
+        out.append(m.timestamp - sent)
+    consumer.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--latency-rate", type=int, default=1_000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--home", type=Path, help="use (or start) the local stack here")
+    args = parser.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="presence-bench-"))
+    stack = LocalStack(home)
+    started = stack.info() is None
+    info = stack.up(progress=print)
+    n = args.messages
+    try:
+        tag = uuid.uuid4().hex[:6]
+        print(
+            f"\nMosquitto {info.mosquitto_version}, Kafka {info.kafka_version}; {n} messages "
+            f"of {len(payload(0))} bytes, QoS 1, queued in the broker first\n"
+        )
+        # (a) bare paho subscriber
+        bare_id = f"bare-{tag}"
+        persistent_session(info, bare_id, f"a-{tag}/+/status")
+        pub_rate = publish_burst(info, f"a-{tag}", n)
+        bare = bare_subscriber_drain(info, bare_id, n)
+        # (b) the bridge
+        kw: dict[str, object] = {
+            "mqtt_url": info.mqtt_url,
+            "kafka_bootstrap": info.kafka_bootstrap,
+            "client_id": f"bridge-{tag}",
+            "raw_topic": f"raw-{tag}",
+            "dlq_topic": f"dlq-{tag}",
+            "profiles": [{"kind": "json", "topic": f"b-{tag}/{{device}}/status"}],
+        }
+        warm = Bridge(load_bridge_settings({}, **kw))  # creates topics and the session
+        t = threading.Thread(target=warm.run, daemon=True)
+        t.start()
+        while not warm.source.connected:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        warm.stop()
+        t.join(30)
+        publish_burst(info, f"b-{tag}", n)
+        bridged, cpu, in_kafka = bridge_drain(info, kw, n)
+        # (c) kafka-python producer
+        producer = kafka_python_rate(info, n)
+        # latency
+        lat_kw = {
+            **kw,
+            "client_id": f"lat-{tag}",
+            "raw_topic": f"lat-{tag}",
+            "profiles": [{"kind": "json", "topic": f"l-{tag}/{{device}}/status"}],
+        }
+        lats = sorted(latency(info, lat_kw, f"l-{tag}", args.latency_rate, args.latency_seconds))
+    finally:
+        if started:
+            stack.down()
+    print(f"{'what':58} {'msg/s':>10}")
+    print(f"{'publisher into Mosquitto (QoS 1, for reference)':58} {pub_rate:>10,.0f}")
+    print(f"{'(a) bare paho subscriber, QoS 1, manual acks':58} {bare:>10,.0f}")
+    print(f"{'(b) bridge: MQTT -> Kafka (acks=all), ack after Kafka':58} {bridged:>10,.0f}")
+    print(f"{'(c) kafka-python producer alone, same settings':58} {producer:>10,.0f}")
+    print(f"\nbridge / bare subscriber: {bridged / bare:.2f} (target >= 0.5)")
+    print(f"bridge / kafka-python producer: {bridged / producer:.2f}")
+    print(f"bridge CPU: {cpu:.2f} cores while draining")
+    print(
+        f"records in Kafka: {in_kafka} for {n} messages: lost {max(n - in_kafka, 0)}, "
+        f"duplicates {max(in_kafka - n, 0)}"
+    )
+    if lats:
+        p99 = lats[min(len(lats) - 1, int(len(lats) * 0.99))]
+        print(
+            f"latency publish -> Kafka append at {args.latency_rate} msg/s "
+            f"({len(lats)} messages): median {statistics.median(lats):.0f} ms, p99 {p99:.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
