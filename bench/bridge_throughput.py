@@ -76,12 +76,16 @@ def publish_burst(info: StackInfo, prefix: str, n: int, devices: int = 10_000) -
     c.max_queued_messages_set(0)
     c.connect(info.mqtt_host, info.mqtt_port)
     c.loop_start()
+    while not c.is_connected():
+        time.sleep(0.01)
     start = time.perf_counter()
-    infos = [
-        c.publish(f"{prefix}/dev-{i % devices:05d}/status", payload(i), qos=1) for i in range(n)
-    ]
-    for inf in infos:
-        inf.wait_for_publish(timeout=120)
+    for chunk in range(0, n, 5_000):  # wait per chunk: paho's own queue stays small
+        infos = [
+            c.publish(f"{prefix}/dev-{i % devices:05d}/status", payload(i), qos=1)
+            for i in range(chunk, min(n, chunk + 5_000))
+        ]
+        for inf in infos:
+            inf.wait_for_publish(timeout=120)
     elapsed = time.perf_counter() - start
     c.disconnect()
     c.loop_stop()

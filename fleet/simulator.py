@@ -74,6 +74,7 @@ class ScenarioSpec:
     storm_at_ms: int | None = None
     heartbeat_ms: int | None = None  # devices send activity this often
     tokenless_share: float = 0.2
+    control: bool = False  # no fault at all: what a naive consumer already gets right
 
 
 SCENARIOS: dict[str, ScenarioSpec] = {
@@ -88,9 +89,11 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ),
         ScenarioSpec(
             "long-outage",
-            "power off longer than the keepalive: will, then birth",
+            "control, no fault: power off longer than the keepalive, so the will comes before "
+            "the birth; the naive consumer is right here, the core pays its grace period",
             reboot_share=0.0,
             mean_uptime_ms=600_000,
+            control=True,
         ),
         ScenarioSpec(
             "lost-will",
