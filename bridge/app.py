@@ -46,7 +46,6 @@ def _worth_retrying(exc: BaseException) -> bool:
 def kafka_headers(msg: MqttMessage) -> list[tuple[str, bytes]]:
     headers = [
         ("mqtt.topic", msg.topic.encode()),
-        ("mqtt.qos", str(msg.qos).encode()),
         ("mqtt.retain", b"1" if msg.retain else b"0"),
         ("mqtt.dup", b"1" if msg.dup else b"0"),
     ]

@@ -8,10 +8,47 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.partitioner.default import DefaultPartitioner
 
 from bridge.config import BridgeSettings
 
 log = logging.getLogger(__name__)
+PARTITION_CACHE = 200_000  # device ids; cleared when full
+
+
+class CachingPartitioner(DefaultPartitioner):  # type: ignore[misc]
+    """Kafka's default partitioning (murmur2 of the key, as the Java client and Faust do),
+    remembered per key: kafka-python computes murmur2 in pure Python, and the same devices come
+    back again and again. The cache is keyed by the partition count, so adding partitions is safe.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple[str, bytes, int], int] = {}
+
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: Any,
+        cluster: Any,
+    ) -> int:
+        if serialized_key is None:
+            return int(
+                super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            )
+        count = len(cluster.partitions_for_topic(topic) or ())
+        cache_key = (topic, serialized_key, count)
+        found = self._cache.get(cache_key)
+        if found is None:
+            if len(self._cache) >= PARTITION_CACHE:
+                self._cache.clear()
+            found = self._cache[cache_key] = int(
+                super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            )
+        return found
 
 
 class KafkaSink:
@@ -33,6 +70,7 @@ class KafkaSink:
                 10_000, (settings.delivery_timeout_ms - settings.linger_ms) // 2
             ),
             max_block_ms=5_000,  # never stall the MQTT loop for long when the buffer is full
+            partitioner=CachingPartitioner(),
         )
 
     def ensure_topics(self) -> None:
