@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
+from kafka.partitioner.default import murmur2
 
 from mqtt_presence.stack import LocalStack, PortInUseError, StackInfo
 from mqtt_presence.stack.processes import pid_running
@@ -76,6 +77,22 @@ async def test_records_read_back_with_aiokafka(stack: StackInfo) -> None:
     finally:
         await consumer.stop()
     assert sorted(e.device for e in got) == ["dev-0", "dev-1", "dev-2"]
+
+
+def test_keys_are_raw_device_ids_partitioned_as_the_java_client_does(stack: StackInfo) -> None:
+    # Faust and every Java consumer route a key with murmur2: the bridge must agree.
+    settings = bridge_settings(stack, partitions=8)
+    prefix = topic_prefix(settings)
+    devices = [f"camera-{i:03d}" for i in range(40)]
+    with running_bridge(settings):
+        pub = Publisher(stack)
+        for d in devices:
+            pub.publish(f"{prefix}/{d}/status", json.dumps({"status": "online", "session": 1}))
+        pub.close()
+        records = read_topic(stack, settings.raw_topic, len(devices))
+    assert sorted(r.key for r in records) == sorted(d.encode() for d in devices)
+    for r in records:
+        assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % 8, r.key
 
 
 def test_two_stacks_side_by_side_and_down_leaves_no_process(
