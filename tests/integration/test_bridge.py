@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -14,11 +15,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from bridge.app import Bridge
-from bridge.errors import ClientIdConflictError, SubscriptionDeniedError
+from bridge.errors import BrokerRefusedError, ClientIdConflictError, SubscriptionDeniedError
 from bridge.message import DeadLetterRecord
 from bridge.profiles.sparkplug import encode_payload
 from mqtt_presence.stack import StackInfo, mosquitto
-from mqtt_presence.stack.ports import free_port
+from mqtt_presence.stack.ports import free_port, is_listening
 from mqtt_presence.stack.processes import stop_pid
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
 
@@ -217,3 +218,66 @@ def test_a_denied_subscription_stops_the_bridge_naming_the_filter(
     message = str(caught.value)
     assert f"{topic_prefix(settings)}/+/status" in message
     assert "Not authorized (0x87)" in message
+
+
+def test_shared_subscription_splits_the_load_between_two_bridges(stack: StackInfo) -> None:
+    group = unique("group")
+    first = bridge_settings(stack, shared_group=group)
+    prefix = topic_prefix(first)
+    second = bridge_settings(
+        stack,
+        shared_group=group,
+        raw_topic=first.raw_topic,
+        dlq_topic=first.dlq_topic,
+        profiles=first.profiles,
+    )
+    with running_bridge(first) as a, running_bridge(second) as b:
+        pub = Publisher(stack)
+        for i in range(200):
+            pub.publish(f"{prefix}/d{i}/status", json.dumps({"status": "online", "session": i}))
+        pub.close()
+        records = read_topic(stack, first.raw_topic, 200)
+        received = (a.metrics.received._value.get(), b.metrics.received._value.get())
+    sessions = sorted(
+        msgspec.json.decode(r.value, type=ConnectionEvent).session  # type: ignore[type-var]
+        for r in records
+    )
+    assert sessions == list(range(200))
+    assert sum(received) == 200
+    assert min(received) > 0, f"one bridge got nothing: {received}"
+
+
+@pytest.fixture
+def password_mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A Mosquitto that only lets `bridge` / `right-password` in."""
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwd), "bridge", "right-password"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    config = mosquitto.prepare(tmp_path, port, f"password_file {passwd}")
+    config.write_text(config.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    proc = mosquitto.start(mosquitto.ensure_installed(), tmp_path, config)
+    try:
+        wait_for(lambda: proc.poll() is not None or _listening(port), 10, "mosquitto to listen")
+        yield port
+    finally:
+        stop_pid(proc.pid, "mosquitto")
+
+
+def _listening(port: int) -> bool:
+    return is_listening(port)
+
+
+def test_bad_credentials_stop_the_bridge_with_a_clear_error(
+    stack: StackInfo, password_mosquitto: int
+) -> None:
+    url = f"mqtt://127.0.0.1:{password_mosquitto}"
+    wrong = bridge_settings(stack, mqtt_url=url, username="bridge", password="wrong")
+    with pytest.raises(BrokerRefusedError, match="check username, password"):
+        Bridge(wrong).run()
+    right = bridge_settings(stack, mqtt_url=url, username="bridge", password="right-password")
+    with running_bridge(right) as bridge:
+        assert bridge.health()["mqtt"]
