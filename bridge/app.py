@@ -27,12 +27,13 @@ from bridge.ack_window import AckWindow
 from bridge.config import BridgeSettings
 from bridge.errors import ConfigurationError
 from bridge.kafka_sink import KafkaSink
-from bridge.message import DeadLetterRecord, MqttMessage
+from bridge.message import MqttMessage
 from bridge.metrics import BridgeMetrics, serve
 from bridge.mqtt_source import MqttSource
 from bridge.profiles import build, subscriptions
 from bridge.translate import Translator
 from streams.presence import ConnectionEvent
+from streams.records import DeadLetterRecord
 
 log = logging.getLogger("presence.bridge")
 _encode = msgspec.json.Encoder().encode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bridge.message import DeadLetterRecord, Invalid, MqttMessage, Translated
+from bridge.message import Invalid, MqttMessage, Translated, dead_letter
 from bridge.profiles import Profile
 
 
@@ -17,7 +17,7 @@ class Translator:
 
     def translate(self, msg: MqttMessage) -> Translated:
         if len(msg.payload) > self.max_payload_bytes:
-            return DeadLetterRecord.of(
+            return dead_letter(
                 msg, "oversize", f"{len(msg.payload)} bytes > limit {self.max_payload_bytes}"
             )
         for profile in self.profiles:
@@ -27,7 +27,5 @@ class Translator:
             try:
                 return profile.translate(msg, captures)
             except Invalid as exc:
-                return DeadLetterRecord.of(msg, exc.reason, exc.detail, profile.name)
-        return DeadLetterRecord.of(
-            msg, "unknown_topic", "no profile's topic pattern matches this topic"
-        )
+                return dead_letter(msg, exc.reason, exc.detail, profile.name)
+        return dead_letter(msg, "unknown_topic", "no profile's topic pattern matches this topic")

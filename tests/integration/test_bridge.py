@@ -10,18 +10,19 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 
 from bridge.app import Bridge
 from bridge.errors import BrokerRefusedError, ClientIdConflictError, SubscriptionDeniedError
-from bridge.message import DeadLetterRecord
 from bridge.profiles.sparkplug import encode_payload
 from mqtt_presence.stack import StackInfo, mosquitto
 from mqtt_presence.stack.ports import free_port, is_listening
 from mqtt_presence.stack.processes import stop_pid
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
+from streams.records import DeadLetterRecord, schema_path
 
 from .helpers import (
     Publisher,
@@ -86,11 +87,10 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_bridge_goes_on(stack: S
         pub.publish(f"{prefix}/d3/status", '{"status":"online","device":"impostor"}')
         pub.publish(f"{prefix}/d4/status", '{"status":"online","session":1}')
         pub.close()
-        letters = [
-            msgspec.json.decode(r.value, type=DeadLetterRecord)
-            for r in read_topic(stack, settings.dlq_topic, 3)
-        ]
-        good = events_of(read_topic(stack, settings.raw_topic, 1))
+        dlq_records = read_topic(stack, settings.dlq_topic, 3)
+        raw_records = read_topic(stack, settings.raw_topic, 1)
+        letters = [msgspec.json.decode(r.value, type=DeadLetterRecord) for r in dlq_records]
+        good = events_of(raw_records)
         wait_for(lambda: bridge.metrics.acknowledged._value.get() >= 4, 10, "all four acked")
         counted = {
             s.labels["reason"]: s.value
@@ -98,6 +98,14 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_bridge_goes_on(stack: S
             for s in m.samples
             if s.name.endswith("_total")
         }
+    # Real records, checked against the published contract.
+    for topic, values in (
+        ("presence.dlq", [r.value for r in dlq_records]),
+        ("presence.raw", [r.value for r in raw_records]),
+    ):
+        schema = jsonschema.Draft202012Validator(json.loads(schema_path(topic).read_text()))
+        for value in values:
+            schema.validate(json.loads(value))
     by_reason = {letter.reason: letter for letter in letters}
     assert set(by_reason) == {"bad_payload", "oversize", "device_mismatch"}
     assert base64.b64decode(by_reason["bad_payload"].payload_base64) == b"\x00\x01 not json"

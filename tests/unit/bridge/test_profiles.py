@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bridge.errors import ConfigurationError
-from bridge.message import DeadLetterRecord, MqttMessage
+from bridge.message import MqttMessage
 from bridge.profiles import build, subscriptions
 from bridge.profiles.emqx import EmqxProfileSettings
 from bridge.profiles.homie import HomieProfileSettings
@@ -18,6 +18,7 @@ from bridge.profiles.sparkplug import SparkplugProfileSettings, encode_payload
 from bridge.topics import TopicPattern
 from bridge.translate import Translator
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
+from streams.records import DeadLetterRecord
 
 T = 1_700_000_000_000
 

@@ -1,0 +1,92 @@
+"""The wire contract: one record type per topic, and its JSON Schema.
+
+The schemas are generated from the msgspec types (so they cannot drift from the code), written to
+`streams/schemas/<topic>.v<version>.json` (so consumers can read them without Python), and a test
+fails when the files and the code disagree. A change that breaks consumers bumps the record's
+`schema_version` and adds a new file next to the old one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from streams.presence import ConnectionEvent, StatusChange
+from streams.presence.events import RAW_SCHEMA_VERSION, STATUS_SCHEMA_VERSION
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+DLQ_SCHEMA_VERSION = 1
+
+
+class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A message that could not be turned into a raw event or processed, with the reason and the
+    original bytes. Record on `presence.dlq`."""
+
+    reason: str  # machine-readable: bad_payload, unknown_topic, oversize, device_mismatch, ...
+    detail: str  # for a person: what exactly was wrong
+    topic: str
+    payload_base64: str  # the original bytes, untouched
+    received_at: int
+    retain: bool = False
+    dup: bool = False
+    user_properties: dict[str, str] = {}
+    source: str = "bridge"
+    schema_version: int = DLQ_SCHEMA_VERSION
+
+
+RECORDS: dict[str, tuple[type[msgspec.Struct], int, str]] = {
+    "presence.raw": (
+        ConnectionEvent,
+        RAW_SCHEMA_VERSION,
+        "One raw lifecycle message of one device, as the bridge read it. "
+        "Key: the device id (UTF-8 bytes).",
+    ),
+    "presence.status": (
+        StatusChange,
+        STATUS_SCHEMA_VERSION,
+        "One clean status change of one device. Key: the device id (UTF-8 "
+        "bytes); the topic is compacted, so the last record per key is the "
+        "device's current status. Upsert only when `version` is greater than "
+        "the one you have.",
+    ),
+    "presence.dlq": (
+        DeadLetterRecord,
+        DLQ_SCHEMA_VERSION,
+        "A message the bridge could not turn into a raw event, with the reason and "
+        "the original bytes. Key: the MQTT topic.",
+    ),
+}
+
+
+def schema_of(topic: str) -> dict[str, Any]:
+    record, version, description = RECORDS[topic]
+    schema: dict[str, Any] = msgspec.json.schema(record)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"mqtt-presence/{topic}.v{version}.json",
+        "title": topic,
+        "description": description,
+        **schema,
+    }
+
+
+def schema_path(topic: str) -> Path:
+    return SCHEMA_DIR / f"{topic}.v{RECORDS[topic][1]}.json"
+
+
+def write_schemas() -> list[Path]:
+    """Regenerate the schema files (run after changing a record type)."""
+    paths = []
+    for topic in RECORDS:
+        path = schema_path(topic)
+        path.write_text(json.dumps(schema_of(topic), indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for written in write_schemas():
+        print(written)
