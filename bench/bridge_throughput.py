@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import statistics
 import tempfile
 import threading
@@ -282,6 +283,8 @@ def main() -> None:
     finally:
         if started:
             stack.down()
+            if args.home is None:
+                shutil.rmtree(home, ignore_errors=True)
     print(f"{'what':58} {'msg/s':>10}")
     print(f"{'publisher into Mosquitto (QoS 1, for reference)':58} {pub_rate:>10,.0f}")
     print(f"{'(a) bare paho subscriber, QoS 1, manual acks':58} {bare:>10,.0f}")
