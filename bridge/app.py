@@ -105,6 +105,8 @@ class Bridge:
                     self._reconnect_mqtt()
             self._shutdown()
         finally:
+            if self.sink is not None:  # a fatal error: no acknowledgements, just let go
+                self.sink.close(timeout_s=1)
             if server is not None:
                 server.shutdown()
 
@@ -241,10 +243,9 @@ class Bridge:
             except KafkaError as exc:
                 log.warning("Kafka flush incomplete (%s): those messages stay unacknowledged", exc)
             self._settle()
-            for _ in range(5):  # write the PUBACKs out
-                if not self.source.loop(0.02):
-                    break
+            self.source.flush()  # the PUBACKs go out before the DISCONNECT
         self.source.disconnect()
         if self.sink is not None:
             self.sink.close()
+            self.sink = None
         log.info("stopped; %d messages left unacknowledged for redelivery", len(self.window))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.errors import ConfigurationError
 from bridge.message import Invalid, MqttMessage
 from bridge.topics import TopicPattern
-from streams.presence import ConnectionEvent, SessionOrder, SessionToken
+from streams.presence import ConnectionEvent, EventKind, SessionOrder, SessionToken
 
 MAX_DEVICE_ID = 256
 
@@ -40,6 +40,24 @@ class Profile(Protocol):
     def translate(self, msg: MqttMessage, captures: dict[str, str]) -> ConnectionEvent:
         """The raw event for `msg`, or raise `Invalid`."""
         ...
+
+
+def event_of(
+    msg: MqttMessage, source: str, device: str, kind: EventKind, **fields: Any
+) -> ConnectionEvent:
+    """The raw event of a message: what the profile read, plus the MQTT metadata every event
+    carries (receive time, retain and dup flags, topic, user properties)."""
+    return ConnectionEvent(
+        device=device,
+        kind=kind,
+        received_at=msg.received_at,
+        retain=msg.retain,
+        dup=msg.dup,
+        topic=msg.topic,
+        source=source,
+        properties=msg.user_properties,
+        **fields,
+    )
 
 
 def check_device(device: str) -> str:

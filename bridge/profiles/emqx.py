@@ -12,7 +12,7 @@ from typing import Literal
 import msgspec
 
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import ProfileSettingsBase, check_device, time_of
+from bridge.profiles.base import ProfileSettingsBase, check_device, event_of, time_of
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
 
@@ -50,17 +50,13 @@ class EmqxProfile:
         event_time = time_of(body.get("ts") or body.get("disconnected_at"), "ts")
         reason = body.get("reason")
         kind = EventKind.CONNECTED if event == "connected" else EventKind.DISCONNECTED
-        return ConnectionEvent(
-            device=device,
-            kind=kind,
-            received_at=msg.received_at,
+        return event_of(
+            msg,
+            self.name,
+            device,
+            kind,
             session=connected_at,
             session_order=SessionOrder.TIMESTAMP,
             event_time=event_time,
             reason=str(reason) if reason is not None else None,
-            retain=msg.retain,
-            dup=msg.dup,
-            topic=msg.topic,
-            source=self.name,
-            properties=msg.user_properties,
         )

@@ -13,7 +13,14 @@ from typing import Literal
 import msgspec
 
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import ProfileSettingsBase, check_device, order_of, time_of, token_of
+from bridge.profiles.base import (
+    ProfileSettingsBase,
+    check_device,
+    event_of,
+    order_of,
+    time_of,
+    token_of,
+)
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind
 
@@ -69,16 +76,12 @@ class JsonProfile:
         if raw_token is None and s.session_property:
             raw_token = msg.user_properties.get(s.session_property)
         token = token_of(raw_token, f"field {s.session_field!r}")
-        return ConnectionEvent(
-            device=device,
-            kind=kind,
-            received_at=msg.received_at,
+        return event_of(
+            msg,
+            self.name,
+            device,
+            kind,
             session=token,
             session_order=order_of(token, s.session_order),
             event_time=time_of(body.get(s.time_field), f"field {s.time_field!r}"),
-            retain=msg.retain,
-            dup=msg.dup,
-            topic=msg.topic,
-            source=self.name,
-            properties=msg.user_properties,
         )

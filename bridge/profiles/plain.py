@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import ProfileSettingsBase, check_device
+from bridge.profiles.base import ProfileSettingsBase, check_device, event_of
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind
 
@@ -44,13 +44,4 @@ class PlainProfile:
                 "bad_payload",
                 f"payload {text[:40]!r} is neither of {sorted(self._online | self._offline)}",
             )
-        return ConnectionEvent(
-            device=device,
-            kind=kind,
-            received_at=msg.received_at,
-            retain=msg.retain,
-            dup=msg.dup,
-            topic=msg.topic,
-            source=self.name,
-            properties=msg.user_properties,
-        )
+        return event_of(msg, self.name, device, kind)

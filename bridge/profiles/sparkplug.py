@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import ProfileSettingsBase, check_device
+from bridge.profiles.base import ProfileSettingsBase, check_device, event_of
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind, SessionOrder
 
@@ -97,18 +97,14 @@ class SparkplugProfile:
             token = bdseq.long_value if bdseq.HasField("long_value") else bdseq.int_value
         elif kind is not EventKind.ACTIVITY:
             raise Invalid("bad_payload", f"{event} without a bdSeq metric")
-        return ConnectionEvent(
-            device=device,
-            kind=kind,
-            received_at=msg.received_at,
+        return event_of(
+            msg,
+            self.name,
+            device,
+            kind,
             session=token,
             session_order=SessionOrder.SERIAL8,
             event_time=payload.timestamp if payload.HasField("timestamp") else None,
-            retain=msg.retain,
-            dup=msg.dup,
-            topic=msg.topic,
-            source=self.name,
-            properties=msg.user_properties,
         )
 
 
