@@ -7,7 +7,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.partitioner.default import DefaultPartitioner
 
 from bridge.config import BridgeSettings
@@ -97,4 +97,14 @@ class KafkaSink:
         self.producer.flush(timeout=timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self.producer.close(timeout=timeout_s)
+        try:
+            self.producer.close(timeout=timeout_s)
+        except KafkaTimeoutError:
+            # kafka-python's close() flushes first and, when that times out, raises without
+            # stopping its I/O thread (the Java client's close(0) just drops the records). Stop
+            # it, so an abandoned producer leaves nothing running. Its records were never
+            # acknowledged to the MQTT broker, which delivers them again.
+            sender = getattr(self.producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+            log.info("Kafka producer abandoned with unsent records (not acknowledged upstream)")

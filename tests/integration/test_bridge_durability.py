@@ -18,6 +18,7 @@ import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 
+from bridge.kafka_sink import KafkaSink
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.stack.ports import free_port
 from streams.presence import ConnectionEvent
@@ -201,3 +202,22 @@ def test_kafka_stopped_for_a_while_and_started_again_loses_nothing(tmp_path: Pat
     assert len(acked) == 300
     assert (acked | set(range(100))) - set(seen) == set()
     assert errors > 0  # it really went through the failure path
+
+
+def test_a_producer_abandoned_while_kafka_is_down_leaves_no_thread(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path / "stack")
+    info = stack.up()
+    try:
+        settings = bridge_settings(info, delivery_timeout_ms=60_000)
+        sink = KafkaSink(settings)
+        sink.ensure_topics()
+        sink.send(settings.raw_topic, b"d", b"{}", []).get(timeout=10)
+        stack.stop_kafka()
+        pending = sink.send(settings.raw_topic, b"d", b"{}", [])
+        sink.close(timeout_s=0)  # kafka-python alone would raise KafkaTimeoutError here
+        sender = sink.producer._sender
+        sender.join(10)
+        assert not sender.is_alive()
+        assert not pending.succeeded()
+    finally:
+        stack.down()
