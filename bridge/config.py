@@ -12,18 +12,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import SettingsConfigDict
 
 from bridge.profiles import ProfileSettings
 from bridge.profiles.json_status import JsonProfileSettings
+from mqtt_presence.settings import FileTableSettings
 
 
-class BridgeSettings(BaseSettings):
+class BridgeSettings(FileTableSettings):
+    TABLE = "bridge"
     model_config = SettingsConfigDict(
         env_prefix="PRESENCE_BRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
@@ -81,26 +78,7 @@ class BridgeSettings(BaseSettings):
     def mqtt_tls(self) -> bool:
         return urlparse(self.mqtt_url).scheme in ("mqtts", "ssl")
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        file_table = InitSettingsSource(settings_cls, init_kwargs=_FILE_TABLE.get(cls, {}))
-        return init_settings, env_settings, file_table
-
-
-_FILE_TABLE: dict[type[BaseSettings], dict[str, Any]] = {}
-
 
 def load_bridge_settings(file_data: dict[str, Any], **overrides: Any) -> BridgeSettings:
     """Settings from the config file's [bridge] table, the environment and `overrides`."""
-    _FILE_TABLE[BridgeSettings] = dict(file_data.get("bridge", {}))
-    try:
-        return BridgeSettings(**{k: v for k, v in overrides.items() if v is not None})
-    finally:
-        _FILE_TABLE.pop(BridgeSettings, None)
+    return BridgeSettings.load(file_data, **overrides)

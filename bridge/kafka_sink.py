@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner
 
 from bridge.config import BridgeSettings
+from streams.kafka_topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 PARTITION_CACHE = 200_000  # device ids; cleared when full
@@ -76,18 +76,14 @@ class KafkaSink:
     def ensure_topics(self) -> None:
         """Create the raw and dead-letter topics if they do not exist (auto-create is off)."""
         s = self.settings
-        admin = KafkaAdminClient(
-            bootstrap_servers=s.kafka_bootstrap, client_id=f"{s.client_id}-admin"
+        ensure_topics(
+            s.kafka_bootstrap,
+            f"{s.client_id}-admin",
+            [
+                TopicSpec(name, s.partitions, s.replication_factor)
+                for name in (s.raw_topic, s.dlq_topic)
+            ],
         )
-        try:
-            for name in (s.raw_topic, s.dlq_topic):
-                try:
-                    admin.create_topics([NewTopic(name, s.partitions, s.replication_factor)])
-                    log.info("created Kafka topic %s (%d partitions)", name, s.partitions)
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            admin.close()
 
     def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
         """Start a write; returns kafka-python's future (`is_done`, `exception`)."""

@@ -413,6 +413,7 @@ def _emit(
 ) -> None:
     s.version += 1
     s.status, s.flapping, s.since = status, flapping, since
+    s.reason, s.verified = reason, verified
     changes.append(
         StatusChange(
             device=s.device,

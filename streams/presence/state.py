@@ -23,6 +23,8 @@ class DeviceState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     flapping: bool = False
     version: int = 0
     since: int = 0
+    reason: Reason | None = None
+    verified: bool = False
     # What the raw events say right now (before debounce and damping).
     observed: Status | None = None
     observed_since: int = 0

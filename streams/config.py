@@ -1,0 +1,39 @@
+"""The workers' settings: typed, frozen, loaded once (pydantic-settings, like the bridge's).
+
+Sources, strongest first: command-line flags, environment (`PRESENCE_WORKER_*`), the `[worker]`
+table of the config file, then defaults (the local stack).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mqtt_presence.settings import FileTableSettings
+
+
+class WorkerSettings(FileTableSettings):
+    TABLE = "worker"
+    model_config = SettingsConfigDict(env_prefix="PRESENCE_WORKER_", frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = Field("mqtt-presence", description="consumer group and internal topic prefix")
+    raw_topic: str = "presence.raw"
+    status_topic: str = "presence.status"
+    dlq_topic: str = "presence.dlq"
+    ticks_topic: str = "presence.ticks"
+    partitions: int = Field(8, ge=1, description="of every topic; equal, so they co-partition")
+    replication_factor: int = Field(1, ge=1)
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: Path = Path("~/.local/state/mqtt-presence/worker").expanduser()
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    tick_interval_s: float = Field(1.0, gt=0, description="how often time passes for the core")
+
+
+def load_worker_settings(file_data: dict[str, Any], **overrides: Any) -> WorkerSettings:
+    """Settings from the config file's [worker] table, the environment and `overrides`."""
+    return WorkerSettings.load(file_data, **overrides)

@@ -1,0 +1,41 @@
+"""Declaring Kafka topics up front (the brokers run with auto-create off): one place for the
+bridge and the workers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def ensure_topics(bootstrap: str, client_id: str, specs: list[TopicSpec]) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    try:
+        for spec in specs:
+            topic = NewTopic(
+                spec.name,
+                spec.partitions,
+                spec.replication_factor,
+                topic_configs=dict(spec.configs),
+            )
+            try:
+                admin.create_topics([topic])
+                log.info("created Kafka topic %s (%d partitions)", spec.name, spec.partitions)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
