@@ -220,25 +220,25 @@ def bench_accuracy(
         out.print(table)
 
 
-def local_stack_defaults(file_data: dict[str, object], section: str) -> dict[str, str]:
+def local_stack_defaults(
+    file_data: dict[str, object],
+    section: str,
+    keys: tuple[str, ...] = ("mqtt_url", "kafka_bootstrap"),
+) -> dict[str, str]:
     """Broker addresses from the running local stack, for whatever the user did not set."""
     import os  # noqa: PLC0415
 
     table = file_data.get(section, {})
     given = table if isinstance(table, dict) else {}
     prefix = f"PRESENCE_{section.upper()}_"
-    missing = [
-        k
-        for k in ("mqtt_url", "kafka_bootstrap")
-        if k not in given and prefix + k.upper() not in os.environ
-    ]
+    missing = [k for k in keys if k not in given and prefix + k.upper() not in os.environ]
     if not missing:
         return {}
     info = LocalStack().info()
     if info is None:
         raise fail(
-            f"no {' or '.join(missing)} given and no local stack is up: run "
-            "`presence stack up`, or pass --mqtt-url / --kafka-bootstrap"
+            f"no {' or '.join(missing)} given and no local stack is up: run `presence stack "
+            f"up`, or pass {' and '.join('--' + k.replace('_', '-') for k in missing)}"
         )
     found = {"mqtt_url": info.mqtt_url, "kafka_bootstrap": info.kafka_bootstrap}
     return {k: found[k] for k in missing}
@@ -307,6 +307,46 @@ def bridge_command(
         bridge.run()
     except BridgeError as exc:
         raise fail(str(exc)) from exc
+
+
+@app.command("worker")
+def worker_command(
+    config: ConfigOption = None,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="host:port (default: local stack)")
+    ] = None,
+    web_port: Annotated[int | None, typer.Option(help="HTTP port of this worker")] = None,
+    app_id: Annotated[str | None, typer.Option(help="Consumer group / app id")] = None,
+    store: Annotated[str | None, typer.Option(help="rocksdb (default) or memory")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Table data of this worker")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a streams worker: presence.raw through the core to presence.status and the table."""
+    from faust import Worker  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from streams.app import create_app, declare_topics  # noqa: PLC0415
+    from streams.config import load_worker_settings  # noqa: PLC0415
+
+    try:
+        data = load_file(config)
+        overrides: dict[str, object] = {
+            "kafka_bootstrap": kafka_bootstrap,
+            "web_port": web_port,
+            "app_id": app_id,
+            "store": store,
+            "data_dir": data_dir,
+        }
+        if kafka_bootstrap is None:
+            defaults = local_stack_defaults(data, "worker", keys=("kafka_bootstrap",))
+            overrides = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        settings = load_worker_settings(data, **overrides)
+        core = presence_config(data, str(config))
+    except (ConfigError, ValidationError) as exc:
+        raise fail(f"bad worker configuration: {exc}") from exc
+    declare_topics(settings)
+    faust_app, _ = create_app(settings, core)
+    Worker(faust_app, loglevel="DEBUG" if verbose else "INFO").execute_from_commandline()
 
 
 @app.command("demo")

@@ -1,0 +1,53 @@
+"""The faust-streaming app: `create_app(settings, config)`, no module-level app or globals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from streams.config import WorkerSettings
+from streams.kafka_topics import TopicSpec, ensure_topics
+from streams.presence import PresenceConfig
+from streams.topology import Topology, build_topology
+from streams.web import register_views
+
+
+def declare_topics(settings: WorkerSettings) -> None:
+    """The brokers run with auto-create off and Faust declares only its internal topics: create
+    the ones the worker reads and writes (`presence.status` compacted) before it starts."""
+    s = settings
+    ensure_topics(
+        s.kafka_bootstrap,
+        f"{s.app_id}-admin",
+        [
+            TopicSpec(s.raw_topic, s.partitions, s.replication_factor),
+            TopicSpec(
+                s.ticks_topic, s.partitions, s.replication_factor, {"retention.ms": str(3_600_000)}
+            ),  # ticks are worthless after a while
+            TopicSpec(
+                s.status_topic, s.partitions, s.replication_factor, {"cleanup.policy": "compact"}
+            ),
+            TopicSpec(s.dlq_topic, s.partitions, s.replication_factor),
+        ],
+    )
+
+
+def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.App, Topology]:
+    options: dict[str, Any] = {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_in_thread": False,
+        # At-least-once with idempotent output (faust's exactly_once has open bugs).
+        "processing_guarantee": "at_least_once",
+        "table_standby_replicas": 0,
+    }
+    app = faust.App(settings.app_id, **options)
+    topology = build_topology(app, settings, config)
+    register_views(app, topology)
+    return app, topology

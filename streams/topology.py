@@ -1,0 +1,222 @@
+"""The worker's topology: topics, the device table, the agent and the clock.
+
+Built by a function on an app (no module globals). The agent only decodes, calls the pure core,
+writes the table and sends; it never dies on a bad record (it goes to the dead-letter topic with
+the reason) and never skips one silently.
+
+Time: Faust tables must be written from the stream, and timers run on every worker. So each
+worker's timer sends a tick into `presence.ticks` for each `presence.raw` partition it owns; the
+agent reads both topics (equal partition counts, same subscribers: Faust co-partitions them), so
+a tick for partition p reaches the owner of p, in the stream, and every state change, expired
+grace periods included, happens in the agent and goes through the table's changelog.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import AsyncIterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import msgspec
+from kafka.partitioner.default import murmur2
+
+from streams.config import WorkerSettings
+from streams.presence import (
+    ConnectionEvent,
+    DeviceState,
+    Input,
+    PresenceConfig,
+    Tick,
+    decode_state,
+    encode_state,
+    next_deadline,
+    transition,
+)
+from streams.records import DeadLetterRecord
+
+log = logging.getLogger("presence.worker")
+
+_decode_event = msgspec.json.Decoder(ConnectionEvent).decode
+_decode_tick = msgspec.json.Decoder(dict[str, int]).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partition for a key (murmur2, as the bridge and Java clients use)."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+@dataclass
+class DeadlineIndex:
+    """Which devices of each partition have a deadline, and when. Derived from the table (the
+    deadlines live in each device's state), rebuilt after recovery, kept in memory."""
+
+    by_partition: dict[int, dict[bytes, int]] = field(default_factory=dict)
+
+    def update(self, partition: int, key: bytes, due: int | None) -> None:
+        devices = self.by_partition.setdefault(partition, {})
+        if due is None:
+            devices.pop(key, None)
+        else:
+            devices[key] = due
+
+    def due(self, partition: int, now: int) -> list[bytes]:
+        devices = self.by_partition.get(partition, {})
+        return sorted(key for key, due in devices.items() if due <= now)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.by_partition.values())
+
+
+@dataclass
+class Topology:
+    """What the views and the tests need to reach."""
+
+    raw: Any
+    ticks: Any
+    status: Any
+    dlq: Any
+    table: Any
+    deadlines: DeadlineIndex
+    config: PresenceConfig
+    settings: WorkerSettings
+
+    def state_of(self, device: str) -> DeviceState | None:
+        value = self.table.get(device.encode())
+        return decode_state(value) if value is not None else None
+
+    def local_states(self) -> Iterator[DeviceState]:
+        for value in list(self.table.values()):
+            if value is not None:
+                yield decode_state(value)
+
+
+def _raw_topic(app: faust.App, name: str, settings: WorkerSettings, **kw: Any) -> Any:
+    # Keys and values are raw bytes everywhere: the key is the device id exactly as the bridge
+    # wrote it, so Faust's routing hashes to the same partition (a JSON-quoted key would not).
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        **kw,
+    )
+
+
+def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceConfig) -> Topology:
+    raw = _raw_topic(app, settings.raw_topic, settings)
+    ticks = _raw_topic(app, settings.ticks_topic, settings)
+    status = _raw_topic(app, settings.status_topic, settings, compacting=True)
+    dlq = _raw_topic(app, settings.dlq_topic, settings)
+    table = app.Table(
+        "device-state",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+    )
+    topology = Topology(raw, ticks, status, dlq, table, DeadlineIndex(), config, settings)
+    source = app.topic(
+        settings.raw_topic,
+        settings.ticks_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def apply(key: bytes, inp: Input, partition: int) -> None:
+        previous = table.get(key)
+        state, changes = transition(decode_state(previous) if previous else None, inp, config)
+        if state is None:
+            return
+        table[key] = encode_state(state)
+        topology.deadlines.update(partition, key, next_deadline(state, config))
+        for change in changes:
+            await status.send(key=key, value=_encode(change))
+
+    async def dead_letter(event: Any, reason: str, detail: str) -> None:
+        message = event.message
+        record = DeadLetterRecord(
+            reason=reason,
+            detail=detail,
+            topic=message.topic,
+            payload_base64=base64.b64encode(event.value or b"").decode("ascii"),
+            received_at=int(message.timestamp * 1000),
+            source="worker",
+        )
+        log.warning(
+            "dead letter (%s) from %s[%d]@%d: %s",
+            reason,
+            message.topic,
+            message.partition,
+            message.offset,
+            detail,
+        )
+        await dlq.send(key=event.key or b"", value=_encode(record))
+
+    @app.agent(source, name="presence", concurrency=1)
+    async def presence(stream: AsyncIterable[Any]) -> None:
+        async for event in stream.events():  # type: ignore[attr-defined]
+            message = event.message
+            try:
+                if message.topic == settings.ticks_topic:
+                    now = _decode_tick(event.value)["now"]
+                    for key in topology.deadlines.due(message.partition, now):
+                        await apply(key, Tick(now), message.partition)
+                else:
+                    raw_event = _decode_event(event.value)
+                    if raw_event.device.encode() != event.key:
+                        raise ValueError(
+                            f"record key {event.key!r} is not the device id {raw_event.device!r}"
+                        )
+                    await apply(event.key, raw_event, message.partition)
+            except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
+                await dead_letter(event, "bad_record", str(exc))
+            except Exception as exc:
+                log.exception("processing failed")
+                await dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
+    async def clock() -> None:
+        now = time.time_ns() // 1_000_000
+        value = _encode({"now": now})
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == settings.raw_topic:
+                await ticks.send(key=b"tick", value=value, partition=tp.partition)
+
+    @table.on_recover
+    async def rebuild_deadlines() -> None:
+        index = DeadlineIndex()
+        for key, value in list(table.items()):
+            if value is not None:
+                index.update(
+                    partition_of(key, settings.partitions),
+                    key,
+                    next_deadline(decode_state(value), config),
+                )
+        topology.deadlines.by_partition = index.by_partition
+        log.info("recovered %d devices, %d with a pending deadline", len(table), len(index))
+
+    del presence, clock, rebuild_deadlines  # registered on the app
+    return topology
+
+
+def status_view(state: DeviceState) -> dict[str, Any]:
+    """What `GET /devices/{id}` says about one device."""
+    return {
+        "device": state.device,
+        "status": state.status.value if state.status else None,
+        "since": state.since,
+        "version": state.version,
+        "reason": state.reason.value if state.reason else None,
+        "session": state.session,
+        "flapping": state.flapping,
+        "verified": state.verified,
+    }

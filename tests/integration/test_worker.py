@@ -1,0 +1,250 @@
+"""The whole pipeline on the real stack: real devices, Mosquitto, the bridge, a streams worker.
+
+Each test is named after the field case it covers (PRODUCT.md section 1).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import msgspec
+import pytest
+
+from bridge.app import Bridge
+from fleet.devices import MqttDevice
+from mqtt_presence.stack import StackInfo
+from mqtt_presence.stack.ports import free_port
+from streams.presence import ConnectionEvent, EventKind, StatusChange
+from streams.records import schema_path
+
+from .helpers import Publisher, bridge_settings, read_topic, running_bridge, unique, wait_for
+
+GRACE_MS = 1_000
+KEEPALIVE = 5  # s: the broker publishes a lost connection's will after 1.5 x this
+
+
+class Pipeline:
+    def __init__(self, stack: StackInfo, bridge: Bridge, port: int, topics: dict[str, str]) -> None:
+        self.stack, self.bridge, self.port, self.topics = stack, bridge, port, topics
+
+    def device(self, name: str, session: int, client_id: str | None = None) -> MqttDevice:
+        return MqttDevice(
+            name,
+            self.stack.mqtt_host,
+            self.stack.mqtt_port,
+            session=session,
+            topic=f"{self.topics['prefix']}/{name}/status",
+            keepalive=KEEPALIVE,
+            client_id=client_id,
+        ).connect()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def status_of(self, device: str) -> dict[str, Any] | None:
+        code, body = self.get(f"/devices/{device}")
+        return body if code == 200 else None
+
+    def changes(
+        self, device: str | None = None, count: int = 10**9, timeout: float = 5
+    ) -> list[StatusChange]:
+        records = read_topic(self.stack, self.topics["status"], count, timeout=timeout)
+        out = [msgspec.json.decode(r.value, type=StatusChange) for r in records]
+        return [c for c in out if device is None or c.device == device]
+
+    def raw(self, device: str) -> list[ConnectionEvent]:
+        records = read_topic(self.stack, self.topics["raw"], 10**9, timeout=3)
+        events = [msgspec.json.decode(r.value, type=ConnectionEvent) for r in records]
+        return [e for e in events if e.device == device]
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    home = tmp_path_factory.mktemp("worker")
+    tag = unique("w")
+    topics = {
+        "raw": f"raw-{tag}",
+        "status": f"status-{tag}",
+        "dlq": f"dlq-{tag}",
+        "ticks": f"ticks-{tag}",
+        "prefix": tag,
+    }
+    port = free_port()
+    (home / "presence.toml").write_text(f"""
+[worker]
+app_id = "app-{tag}"
+raw_topic = "{topics["raw"]}"
+status_topic = "{topics["status"]}"
+dlq_topic = "{topics["dlq"]}"
+ticks_topic = "{topics["ticks"]}"
+partitions = 4
+store = "memory"
+data_dir = "{home / "data"}"
+web_port = {port}
+tick_interval_s = 0.5
+
+[presence]
+offline_grace_ms = {GRACE_MS}
+""")
+    log = (home / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mqtt_presence",
+            "worker",
+            "--config",
+            str(home / "presence.toml"),
+            "--kafka-bootstrap",
+            stack.kafka_bootstrap,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=home,
+    )
+    settings = bridge_settings(
+        stack,
+        raw_topic=topics["raw"],
+        dlq_topic=topics["dlq"],
+        partitions=4,
+        profiles=[{"kind": "json", "topic": f"{tag}/{{device}}/status"}],
+    )
+    try:
+
+        def ready() -> bool:
+            assert worker.poll() is None, (home / "worker.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                    return bool(json.loads(r.read())["ready"])
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        wait_for(ready, 90, "the worker to be ready")
+        with running_bridge(settings) as bridge:
+            yield Pipeline(stack, bridge, port, topics)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+
+
+def test_camera_power_cycled_inside_the_keepalive_window_stays_online(
+    pipeline: Pipeline,
+) -> None:
+    # Field report B, symptom 1: the camera reboots and connects again (new client id: the old
+    # connection is still half-open), and the OLD session's will arrives after the NEW birth.
+    cam = unique("cam")
+    old = pipeline.device(cam, session=1, client_id=f"{cam}-boot1")
+    old.birth()
+    old.vanish()  # power loss: no DISCONNECT, the broker only notices after 1.5 x keepalive
+    new = pipeline.device(cam, session=2, client_id=f"{cam}-boot2")
+    new.birth()
+    wait_for(
+        lambda: any(e.kind is EventKind.WILL for e in pipeline.raw(cam)),
+        30,
+        "the old session's will to reach presence.raw",
+    )
+    time.sleep(2 * GRACE_MS / 1000 + 1)  # longer than the grace period and a tick
+    state = pipeline.status_of(cam)
+    assert state is not None
+    assert (state["status"], state["session"], state["verified"], state["version"]) == (
+        "online",
+        2,
+        True,
+        1,
+    )
+    assert [(c.status.value, c.version) for c in pipeline.changes(cam)] == [("online", 1)]
+    new.leave()
+
+
+def test_camera_off_longer_than_the_keepalive_goes_offline_then_online_in_order(
+    pipeline: Pipeline,
+) -> None:
+    cam = unique("cam")
+    first = pipeline.device(cam, session=1, client_id=f"{cam}-boot1")
+    first.birth()
+    first.vanish()
+    wait_for(
+        lambda: (pipeline.status_of(cam) or {}).get("status") == "offline",
+        30,
+        "the will and the grace period to take the camera offline",
+    )
+    second = pipeline.device(cam, session=2, client_id=f"{cam}-boot2")
+    second.birth()
+    wait_for(
+        lambda: (pipeline.status_of(cam) or {}).get("status") == "online",
+        10,
+        "the camera to come back online",
+    )
+    changes = pipeline.changes(cam, timeout=3)
+    assert [(c.status.value, c.version, c.reason.value) for c in changes] == [
+        ("online", 1, "birth"),
+        ("offline", 2, "will"),
+        ("online", 3, "birth"),
+    ]
+    assert changes[1].since < changes[2].since
+    second.leave()
+
+
+def test_qos1_duplicates_make_no_duplicate_versions(pipeline: Pipeline) -> None:
+    device = unique("dup")
+    pub = Publisher(pipeline.stack)
+    birth = json.dumps({"status": "online", "session": 4, "ts": 1_700_000_000_000})
+    for _ in range(3):  # the same message delivered again, as after a lost PUBACK
+        pub.publish(f"{pipeline.topics['prefix']}/{device}/status", birth)
+    pub.close()
+    wait_for(lambda: len(pipeline.raw(device)) == 3, 20, "three copies in presence.raw")
+    time.sleep(1)
+    assert [(c.status.value, c.version) for c in pipeline.changes(device)] == [("online", 1)]
+
+
+def publish_births(pipeline: Pipeline, count: int) -> list[str]:
+    devices = [unique("dev") for _ in range(count)]
+    pub = Publisher(pipeline.stack)
+    for i, device in enumerate(devices):
+        pub.publish(
+            f"{pipeline.topics['prefix']}/{device}/status",
+            json.dumps({"status": "online", "session": i}),
+        )
+    pub.close()
+    wait_for(lambda: all(pipeline.status_of(d) for d in devices), 20, "the births to be applied")
+    return devices
+
+
+def test_unknown_devices_and_status_records_follow_the_contract(pipeline: Pipeline) -> None:
+    publish_births(pipeline, 3)
+    code, body = pipeline.get(f"/devices/{unique('nobody')}")
+    assert code == 404
+    assert body["error"] == "unknown device"
+    schema = jsonschema.Draft202012Validator(json.loads(schema_path("presence.status").read_text()))
+    changes = pipeline.changes()
+    assert changes
+    for change in changes:
+        schema.validate(json.loads(msgspec.json.encode(change)))
+
+
+def test_a_consumer_of_presence_status_rebuilds_what_the_http_api_shows(
+    pipeline: Pipeline,
+) -> None:
+    publish_births(pipeline, 20)
+    latest: dict[str, StatusChange] = {}
+    for change in pipeline.changes():  # from the beginning, upserting by version
+        if change.device not in latest or change.version > latest[change.device].version:
+            latest[change.device] = change
+    assert latest
+    for device, change in latest.items():
+        shown = pipeline.status_of(device)
+        assert shown is not None
+        assert (shown["status"], shown["version"]) == (change.status.value, change.version)
