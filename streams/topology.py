@@ -25,6 +25,7 @@ import msgspec
 from kafka.partitioner.default import murmur2
 
 from streams.config import WorkerSettings
+from streams.metrics import WorkerMetrics
 from streams.presence import (
     ConnectionEvent,
     DeviceState,
@@ -84,15 +85,87 @@ class Topology:
     deadlines: DeadlineIndex
     config: PresenceConfig
     settings: WorkerSettings
+    metrics: WorkerMetrics
 
     def state_of(self, device: str) -> DeviceState | None:
         value = self.table.get(device.encode())
         return decode_state(value) if value is not None else None
 
-    def local_states(self) -> Iterator[DeviceState]:
-        for value in list(self.table.values()):
-            if value is not None:
+    def local_states(self, partitions: set[int] | None = None) -> Iterator[DeviceState]:
+        """The states this worker holds (of the given partitions only, if given)."""
+        for key, value in list(self.table.items()):
+            if value is None:
+                continue
+            if partitions is None or partition_of(key, self.settings.partitions) in partitions:
                 yield decode_state(value)
+
+
+class Processor:
+    """What the agent does with one record: decode, apply the core, write the table, send.
+
+    A tick (from `presence.ticks`) fires the due deadlines of its partition's devices. A record
+    that cannot be processed goes to the dead-letter topic with the reason; nothing is skipped
+    silently and nothing stops the agent.
+    """
+
+    def __init__(self, topology: Topology) -> None:
+        self.t = topology
+
+    async def handle(self, event: Any) -> None:
+        message = event.message
+        try:
+            if message.topic == self.t.settings.ticks_topic:
+                now = _decode_tick(event.value)["now"]
+                for key in self.t.deadlines.due(message.partition, now):
+                    await self.apply(key, Tick(now), message.partition)
+                self.t.metrics.ticks.inc()
+                self.t.metrics.pending_deadlines.set(len(self.t.deadlines))
+                return
+            raw_event = _decode_event(event.value)
+            if raw_event.device.encode() != event.key:
+                raise ValueError(
+                    f"record key {event.key!r} is not the device id {raw_event.device!r}"
+                )
+            await self.apply(event.key, raw_event, message.partition)
+            self.t.metrics.events.inc()
+        except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
+            await self.dead_letter(event, "bad_record", str(exc))
+        except Exception as exc:  # one bad record must not stop the agent
+            log.exception("processing failed")
+            await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    async def apply(self, key: bytes, inp: Input, partition: int) -> None:
+        t = self.t
+        previous = t.table.get(key)
+        state, changes = transition(decode_state(previous) if previous else None, inp, t.config)
+        if state is None:
+            return
+        t.table[key] = encode_state(state)
+        t.deadlines.update(partition, key, next_deadline(state, t.config))
+        for change in changes:
+            await t.status.send(key=key, value=_encode(change))
+            t.metrics.changes.labels(change.status.value).inc()
+
+    async def dead_letter(self, event: Any, reason: str, detail: str) -> None:
+        message = event.message
+        record = DeadLetterRecord(
+            reason=reason,
+            detail=detail,
+            topic=message.topic,
+            payload_base64=base64.b64encode(event.value or b"").decode("ascii"),
+            received_at=int(message.timestamp * 1000),
+            source="worker",
+        )
+        log.warning(
+            "dead letter (%s) from %s[%d]@%d: %s",
+            reason,
+            message.topic,
+            message.partition,
+            message.offset,
+            detail,
+        )
+        await self.t.dlq.send(key=event.key or b"", value=_encode(record))
+        self.t.metrics.dead_letters.labels(reason).inc()
 
 
 def _raw_topic(app: faust.App, name: str, settings: WorkerSettings, **kw: Any) -> Any:
@@ -121,7 +194,8 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         value_type=bytes,
         partitions=settings.partitions,
     )
-    topology = Topology(raw, ticks, status, dlq, table, DeadlineIndex(), config, settings)
+    metrics = WorkerMetrics()
+    topology = Topology(raw, ticks, status, dlq, table, DeadlineIndex(), config, settings, metrics)
     source = app.topic(
         settings.raw_topic,
         settings.ticks_topic,
@@ -131,57 +205,12 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         value_serializer="raw",
     )
 
-    async def apply(key: bytes, inp: Input, partition: int) -> None:
-        previous = table.get(key)
-        state, changes = transition(decode_state(previous) if previous else None, inp, config)
-        if state is None:
-            return
-        table[key] = encode_state(state)
-        topology.deadlines.update(partition, key, next_deadline(state, config))
-        for change in changes:
-            await status.send(key=key, value=_encode(change))
-
-    async def dead_letter(event: Any, reason: str, detail: str) -> None:
-        message = event.message
-        record = DeadLetterRecord(
-            reason=reason,
-            detail=detail,
-            topic=message.topic,
-            payload_base64=base64.b64encode(event.value or b"").decode("ascii"),
-            received_at=int(message.timestamp * 1000),
-            source="worker",
-        )
-        log.warning(
-            "dead letter (%s) from %s[%d]@%d: %s",
-            reason,
-            message.topic,
-            message.partition,
-            message.offset,
-            detail,
-        )
-        await dlq.send(key=event.key or b"", value=_encode(record))
+    processor = Processor(topology)
 
     @app.agent(source, name="presence", concurrency=1)
     async def presence(stream: AsyncIterable[Any]) -> None:
         async for event in stream.events():  # type: ignore[attr-defined]
-            message = event.message
-            try:
-                if message.topic == settings.ticks_topic:
-                    now = _decode_tick(event.value)["now"]
-                    for key in topology.deadlines.due(message.partition, now):
-                        await apply(key, Tick(now), message.partition)
-                else:
-                    raw_event = _decode_event(event.value)
-                    if raw_event.device.encode() != event.key:
-                        raise ValueError(
-                            f"record key {event.key!r} is not the device id {raw_event.device!r}"
-                        )
-                    await apply(event.key, raw_event, message.partition)
-            except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
-                await dead_letter(event, "bad_record", str(exc))
-            except Exception as exc:
-                log.exception("processing failed")
-                await dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+            await processor.handle(event)
 
     @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def clock() -> None:

@@ -1,17 +1,87 @@
-"""Stream-table queries over HTTP (Faust web views), routed to the worker that owns the key."""
+"""Stream-table queries over HTTP (Faust web views). Any worker can be asked anything:
+
+- `GET /devices/{id}` is routed to the worker that owns the key's partition;
+- `GET /devices?status=&limit=&cursor=` and `GET /fleet` ask every worker in the group for its
+  own partitions (`?local=1`) and merge the answers;
+- `GET /ready` is 200 only once table recovery has finished; `GET /metrics` is Prometheus.
+
+Errors are JSON: 404 for an unknown device, 400 for a bad parameter.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from typing import Any
 
+import aiohttp
 import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 
+from streams.presence import DeviceState
 from streams.topology import Topology, status_view
+
+STATUS_FILTERS = ("online", "offline", "flapping")
+MAX_LIMIT = 1_000
+
+
+class BadParameterError(ValueError):
+    """A query parameter is not what the endpoint accepts."""
+
+
+def _matches(state: DeviceState, status: str | None) -> bool:
+    if state.status is None:
+        return False
+    if status is None:
+        return True
+    if status == "flapping":
+        return state.flapping
+    return state.status.value == status and not state.flapping
+
+
+def list_params(query: Any) -> tuple[str | None, int, str]:
+    status = query.get("status")
+    if status is not None and status not in STATUS_FILTERS:
+        raise BadParameterError(f"status must be one of {', '.join(STATUS_FILTERS)}")
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError as exc:
+        raise BadParameterError("limit must be a whole number") from exc
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadParameterError(f"limit must be between 1 and {MAX_LIMIT}")
+    return status, limit, query.get("cursor", "")
 
 
 def register_views(app: faust.App, topology: Topology) -> None:
     table = topology.table
+    setup_prometheus_sensors(
+        app, registry=topology.metrics.registry, name_prefix="presence_worker_faust"
+    )
+
+    def active_partitions() -> set[int]:
+        return {
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == topology.settings.raw_topic
+        }
+
+    def member_urls() -> list[str]:
+        urls = {str(url).rstrip("/") for url in app.router.table_metadata(table.name)}
+        return sorted(urls) or [str(app.conf.canonical_url).rstrip("/")]
+
+    async def gather(path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Ask every worker (this one too, over HTTP: one code path) for its local answer."""
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+
+            async def ask(url: str) -> dict[str, Any]:
+                async with session.get(f"{url}{path}", params={**params, "local": "1"}) as r:
+                    r.raise_for_status()
+                    body: dict[str, Any] = await r.json()
+                    return body
+
+            return list(await asyncio.gather(*(ask(url) for url in member_urls())))
 
     @app.page("/devices/{device}")
     class DeviceView(View):
@@ -22,6 +92,65 @@ def register_views(app: faust.App, topology: Topology) -> None:
                 return self.json({"error": "unknown device", "device": device}, status=404)
             return self.json(status_view(state))
 
+    @app.page("/devices")
+    class DevicesView(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                status, limit, cursor = list_params(request.query)
+            except BadParameterError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            if request.query.get("local"):
+                states = sorted(
+                    (
+                        s
+                        for s in topology.local_states(active_partitions())
+                        if s.device > cursor and _matches(s, status)
+                    ),
+                    key=lambda s: s.device,
+                )
+                return self.json(
+                    {
+                        "devices": [status_view(s) for s in states[:limit]],
+                        "more": len(states) > limit,
+                    }
+                )
+            params = {"limit": str(limit), "cursor": cursor}
+            if status:
+                params["status"] = status
+            answers = await gather("/devices", params)
+            merged = sorted(
+                (d for a in answers for d in a["devices"]), key=lambda d: str(d["device"])
+            )
+            page = merged[:limit]
+            more = len(merged) > limit or any(a["more"] for a in answers)
+            return self.json(
+                {"devices": page, "next_cursor": page[-1]["device"] if more and page else None}
+            )
+
+    @app.page("/fleet")
+    class FleetView(View):
+        async def get(self, request: Request) -> Response:
+            if request.query.get("local"):
+                counts: Counter[str] = Counter()
+                for state in topology.local_states(active_partitions()):
+                    if state.status is None:
+                        continue
+                    counts["flapping" if state.flapping else state.status.value] += 1
+                return self.json({"counts": dict(counts)})
+            total: Counter[str] = Counter()
+            answers = await gather("/fleet", {})
+            for answer in answers:
+                total.update(answer["counts"])
+            return self.json(
+                {
+                    "devices": sum(total.values()),
+                    "online": total["online"],
+                    "offline": total["offline"],
+                    "flapping": total["flapping"],
+                    "workers": len(answers),
+                }
+            )
+
     @app.page("/ready")
     class ReadyView(View):
         async def get(self, request: Request) -> Response:
@@ -30,4 +159,4 @@ def register_views(app: faust.App, topology: Topology) -> None:
             body: dict[str, Any] = {"ready": recovered and not app.in_recovery}
             return self.json(body, status=200 if body["ready"] else 503)
 
-    del DeviceView, ReadyView
+    del DeviceView, DevicesView, FleetView, ReadyView

@@ -248,3 +248,46 @@ def test_a_consumer_of_presence_status_rebuilds_what_the_http_api_shows(
         shown = pipeline.status_of(device)
         assert shown is not None
         assert (shown["status"], shown["version"]) == (change.status.value, change.version)
+
+
+def test_listing_fleet_counts_cli_and_metrics(pipeline: Pipeline) -> None:
+    devices = publish_births(pipeline, 5)
+    code, page = pipeline.get("/devices?status=online&limit=2")
+    assert code == 200
+    assert len(page["devices"]) == 2
+    assert all(d["status"] == "online" for d in page["devices"])
+    seen = [d["device"] for d in page["devices"]]
+    while page["next_cursor"]:
+        code, page = pipeline.get(f"/devices?status=online&limit=2&cursor={page['next_cursor']}")
+        seen += [d["device"] for d in page["devices"]]
+    assert seen == sorted(seen)
+    assert set(devices) <= set(seen)
+    code, fleet = pipeline.get("/fleet")
+    assert code == 200
+    assert fleet["online"] >= 5
+    assert fleet["devices"] == fleet["online"] + fleet["offline"] + fleet["flapping"]
+    for bad in ("/devices?status=sideways", "/devices?limit=0", "/devices?limit=many"):
+        code, body = pipeline.get(bad)
+        assert code == 400, bad
+        assert body["error"]
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mqtt_presence",
+            "status",
+            devices[0],
+            "--json",
+            "--url",
+            f"http://127.0.0.1:{pipeline.port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["status"] == "online"
+    with urllib.request.urlopen(f"http://127.0.0.1:{pipeline.port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert "presence_worker_events_total" in text
+    assert 'presence_worker_status_changes_total{status="online"}' in text
