@@ -32,6 +32,9 @@ class WorkerSettings(FileTableSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     tick_interval_s: float = Field(1.0, gt=0, description="how often time passes for the core")
+    session_timeout_s: float = Field(
+        10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"
+    )
 
 
 def load_worker_settings(file_data: dict[str, Any], **overrides: Any) -> WorkerSettings:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import faust
+from faust.exceptions import SameNode
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 
@@ -24,6 +25,16 @@ from streams.topology import Topology, status_view
 
 STATUS_FILTERS = ("online", "offline", "flapping")
 MAX_LIMIT = 1_000
+
+
+UNREACHABLE = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def unreachable(exc: BaseException) -> dict[str, str]:
+    return {
+        "error": f"a worker did not answer ({type(exc).__name__}: {exc}); partitions may "
+        "be moving, retry"
+    }
 
 
 class BadParameterError(ValueError):
@@ -85,8 +96,21 @@ def register_views(app: faust.App, topology: Topology) -> None:
 
     @app.page("/devices/{device}")
     class DeviceView(View):
-        @app.table_route(table=table, match_info="device")  # type: ignore[arg-type]
         async def get(self, request: Request, device: str) -> Response:
+            try:  # to the worker that owns the key's partition, unless that is us
+                routed: Response = await app.router.route_req(table.name, device, self.web, request)
+                return routed
+            except SameNode:
+                pass
+            except UNREACHABLE as exc:
+                return self.json(
+                    {
+                        "error": f"the worker that owns {device!r} did not answer "
+                        f"({type(exc).__name__}); partitions may be moving, retry",
+                        "device": device,
+                    },
+                    status=503,
+                )
             state = topology.state_of(device)
             if state is None or state.status is None:
                 return self.json({"error": "unknown device", "device": device}, status=404)
@@ -117,7 +141,10 @@ def register_views(app: faust.App, topology: Topology) -> None:
             params = {"limit": str(limit), "cursor": cursor}
             if status:
                 params["status"] = status
-            answers = await gather("/devices", params)
+            try:
+                answers = await gather("/devices", params)
+            except UNREACHABLE as exc:
+                return self.json(unreachable(exc), status=503)
             merged = sorted(
                 (d for a in answers for d in a["devices"]), key=lambda d: str(d["device"])
             )
@@ -138,7 +165,10 @@ def register_views(app: faust.App, topology: Topology) -> None:
                     counts["flapping" if state.flapping else state.status.value] += 1
                 return self.json({"counts": dict(counts)})
             total: Counter[str] = Counter()
-            answers = await gather("/fleet", {})
+            try:
+                answers = await gather("/fleet", {})
+            except UNREACHABLE as exc:
+                return self.json(unreachable(exc), status=503)
             for answer in answers:
                 total.update(answer["counts"])
             return self.json(

@@ -6,12 +6,14 @@ Each test is named after the field case it covers (PRODUCT.md section 1).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -51,7 +53,11 @@ class Pipeline:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+            body = err.read()
+            try:
+                return err.code, json.loads(body)
+            except ValueError:
+                return err.code, {"error": body.decode(errors="replace")}
 
     def status_of(self, device: str) -> dict[str, Any] | None:
         code, body = self.get(f"/devices/{device}")
@@ -70,61 +76,66 @@ class Pipeline:
         return [e for e in events if e.device == device]
 
 
-@pytest.fixture(scope="module")
-def pipeline(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    home = tmp_path_factory.mktemp("worker")
-    tag = unique("w")
-    topics = {
-        "raw": f"raw-{tag}",
-        "status": f"status-{tag}",
-        "dlq": f"dlq-{tag}",
-        "ticks": f"ticks-{tag}",
-        "prefix": tag,
-    }
-    port = free_port()
-    (home / "presence.toml").write_text(f"""
+class Workers:
+    """Worker processes of one app (one consumer group) sharing one set of topics."""
+
+    def __init__(
+        self, stack: StackInfo, home: Path, grace_ms: int = GRACE_MS, partitions: int = 4
+    ) -> None:
+        self.stack, self.home = stack, home
+        tag = unique("w")
+        self.topics = {
+            "raw": f"raw-{tag}",
+            "status": f"status-{tag}",
+            "dlq": f"dlq-{tag}",
+            "ticks": f"ticks-{tag}",
+            "prefix": tag,
+        }
+        self.app_id, self.grace_ms, self.partitions = f"app-{tag}", grace_ms, partitions
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> int:
+        """Start one more worker; returns its HTTP port once it says it is ready."""
+        port = free_port()
+        config = self.home / f"worker-{port}.toml"
+        config.write_text(f"""
 [worker]
-app_id = "app-{tag}"
-raw_topic = "{topics["raw"]}"
-status_topic = "{topics["status"]}"
-dlq_topic = "{topics["dlq"]}"
-ticks_topic = "{topics["ticks"]}"
-partitions = 4
+app_id = "{self.app_id}"
+raw_topic = "{self.topics["raw"]}"
+status_topic = "{self.topics["status"]}"
+dlq_topic = "{self.topics["dlq"]}"
+ticks_topic = "{self.topics["ticks"]}"
+partitions = {self.partitions}
 store = "memory"
-data_dir = "{home / "data"}"
+data_dir = "{self.home / f"data-{port}"}"
 web_port = {port}
 tick_interval_s = 0.5
+session_timeout_s = 6.0
 
 [presence]
-offline_grace_ms = {GRACE_MS}
+offline_grace_ms = {self.grace_ms}
 """)
-    log = (home / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mqtt_presence",
-            "worker",
-            "--config",
-            str(home / "presence.toml"),
-            "--kafka-bootstrap",
-            stack.kafka_bootstrap,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=home,
-    )
-    settings = bridge_settings(
-        stack,
-        raw_topic=topics["raw"],
-        dlq_topic=topics["dlq"],
-        partitions=4,
-        profiles=[{"kind": "json", "topic": f"{tag}/{{device}}/status"}],
-    )
-    try:
+        log = self.home / f"worker-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mqtt_presence",
+                    "worker",
+                    "--config",
+                    str(config),
+                    "--kafka-bootstrap",
+                    self.stack.kafka_bootstrap,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+            )
+        self.procs[port] = proc
 
         def ready() -> bool:
-            assert worker.poll() is None, (home / "worker.log").read_text()[-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
                     return bool(json.loads(r.read())["ready"])
@@ -132,12 +143,36 @@ offline_grace_ms = {GRACE_MS}
                 return False
 
         wait_for(ready, 90, "the worker to be ready")
-        with running_bridge(settings) as bridge:
-            yield Pipeline(stack, bridge, port, topics)
+        return port
+
+    def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(port)
+        proc.send_signal(sig)
+        proc.wait(30)
+
+    def stop_all(self) -> None:
+        for port in list(self.procs):
+            self.kill(port, signal.SIGTERM)
+
+    def bridge_settings(self) -> Any:
+        return bridge_settings(
+            self.stack,
+            raw_topic=self.topics["raw"],
+            dlq_topic=self.topics["dlq"],
+            partitions=self.partitions,
+            profiles=[{"kind": "json", "topic": f"{self.topics['prefix']}/{{device}}/status"}],
+        )
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    workers = Workers(stack, tmp_path_factory.mktemp("worker"))
+    try:
+        port = workers.start()
+        with running_bridge(workers.bridge_settings()) as bridge:
+            yield Pipeline(stack, bridge, port, workers.topics)
     finally:
-        worker.terminate()
-        worker.wait(30)
-        log.close()
+        workers.stop_all()
 
 
 def test_camera_power_cycled_inside_the_keepalive_window_stays_online(
@@ -291,3 +326,95 @@ def test_listing_fleet_counts_cli_and_metrics(pipeline: Pipeline) -> None:
         text = r.read().decode()
     assert "presence_worker_events_total" in text
     assert 'presence_worker_status_changes_total{status="online"}' in text
+
+
+def test_a_restarted_worker_recovers_its_pending_grace_deadline_and_fires_it(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    workers = Workers(stack, tmp_path, grace_ms=8_000)
+    try:
+        port = workers.start()
+        with running_bridge(workers.bridge_settings()) as bridge:
+            p = Pipeline(stack, bridge, port, workers.topics)
+            cam = unique("cam")
+            dev = p.device(cam, session=1)
+            dev.birth()
+            dev.die()  # the will comes at once; the offline is due 8 s later
+            wait_for(lambda: any(e.kind is EventKind.WILL for e in p.raw(cam)), 20, "the will")
+            time.sleep(1)  # the will is applied: the deadline is in the table, not yet fired
+            workers.kill(port)
+            p.port = workers.start()  # recovers the table from its changelog
+            wait_for(
+                lambda: (p.status_of(cam) or {}).get("status") == "offline",
+                30,
+                "the recovered deadline to fire",
+            )
+            changes = p.changes(cam, timeout=3)
+    finally:
+        workers.stop_all()
+    assert [(c.status.value, c.version, c.reason.value) for c in changes] == [
+        ("online", 1, "birth"),
+        ("offline", 2, "will"),
+    ]
+
+
+def test_two_workers_split_the_partitions_and_survive_a_sigkill(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    workers = Workers(stack, tmp_path, partitions=8)
+    devices = [unique("d") for _ in range(40)]
+    try:
+        first = workers.start()
+        second = workers.start()
+        with running_bridge(workers.bridge_settings()) as bridge:
+            p = Pipeline(stack, bridge, first, workers.topics)
+            wait_for(lambda: p.get("/fleet")[1].get("workers") == 2, 30, "two workers")
+            pub = Publisher(stack)
+            prefix = workers.topics["prefix"]
+            truth: dict[str, str] = {}
+            for rnd in range(6):  # a steady stream: births and wills, session by session
+                for i, d in enumerate(devices):
+                    status = "online" if (rnd + i) % 3 else "offline"
+                    pub.publish(
+                        f"{prefix}/{d}/status", json.dumps({"status": status, "session": rnd + 1})
+                    )
+                    truth[d] = status
+                if rnd == 0:  # any worker answers for any device: routed to its owner
+                    wait_for(
+                        lambda: all(p.status_of(d) for d in devices),
+                        30,
+                        "every device to be known through the first worker",
+                    )
+                    _, both = p.get("/fleet")
+                    assert (both["workers"], both["devices"]) == (2, len(devices))
+                if rnd == 2:
+                    workers.kill(first)  # SIGKILL in the middle of the stream
+                    p.port = second
+                time.sleep(0.5)
+            pub.close()
+
+            def settled() -> bool:
+                shown = {d: (p.status_of(d) or {}).get("status") for d in devices}
+                return shown == truth
+
+            wait_for(settled, 60, "every device to show its true status on the survivor")
+            _, fleet = p.get("/fleet")
+            changes = p.changes(timeout=5)
+    finally:
+        workers.stop_all()
+    assert fleet["workers"] == 1
+    by_version: dict[tuple[str, int], StatusChange] = {}
+    last: dict[str, int] = {}
+    for c in changes:  # in each partition's order: versions never go backwards
+        key = (c.device, c.version)
+        if key in by_version:  # a reprocessed event: the same version with the same content
+            before = by_version[key]
+            assert (before.status, before.since, before.reason, before.session) == (
+                c.status,
+                c.since,
+                c.reason,
+                c.session,
+            )
+        by_version[key] = c
+        assert c.version >= last.get(c.device, 0), c
+        last[c.device] = c.version
