@@ -42,6 +42,8 @@ def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.
         "topic_replication_factor": settings.replication_factor,
         "web_host": settings.web_host,
         "web_port": settings.web_port,
+        "canonical_url": settings.canonical_url
+        or f"http://{settings.web_host}:{settings.web_port}",
         "web_in_thread": False,
         # At-least-once with idempotent output (faust's exactly_once has open bugs).
         "processing_guarantee": "at_least_once",

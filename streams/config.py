@@ -31,6 +31,9 @@ class WorkerSettings(FileTableSettings):
     data_dir: Path = Path("~/.local/state/mqtt-presence/worker").expanduser()
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    canonical_url: str | None = Field(
+        None, description="how other workers reach this one (default http://web_host:web_port)"
+    )
     tick_interval_s: float = Field(1.0, gt=0, description="how often time passes for the core")
     session_timeout_s: float = Field(
         10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"

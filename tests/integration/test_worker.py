@@ -80,7 +80,12 @@ class Workers:
     """Worker processes of one app (one consumer group) sharing one set of topics."""
 
     def __init__(
-        self, stack: StackInfo, home: Path, grace_ms: int = GRACE_MS, partitions: int = 4
+        self,
+        stack: StackInfo,
+        home: Path,
+        grace_ms: int = GRACE_MS,
+        partitions: int = 4,
+        store: str = "memory",
     ) -> None:
         self.stack, self.home = stack, home
         tag = unique("w")
@@ -92,6 +97,7 @@ class Workers:
             "prefix": tag,
         }
         self.app_id, self.grace_ms, self.partitions = f"app-{tag}", grace_ms, partitions
+        self.store = store
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self) -> int:
@@ -106,7 +112,7 @@ status_topic = "{self.topics["status"]}"
 dlq_topic = "{self.topics["dlq"]}"
 ticks_topic = "{self.topics["ticks"]}"
 partitions = {self.partitions}
-store = "memory"
+store = "{self.store}"
 data_dir = "{self.home / f"data-{port}"}"
 web_port = {port}
 tick_interval_s = 0.5
@@ -331,7 +337,7 @@ def test_listing_fleet_counts_cli_and_metrics(pipeline: Pipeline) -> None:
 def test_a_restarted_worker_recovers_its_pending_grace_deadline_and_fires_it(
     stack: StackInfo, tmp_path: Path
 ) -> None:
-    workers = Workers(stack, tmp_path, grace_ms=8_000)
+    workers = Workers(stack, tmp_path, grace_ms=8_000, store="rocksdb")  # the default store
     try:
         port = workers.start()
         with running_bridge(workers.bridge_settings()) as bridge:

@@ -11,6 +11,7 @@ import yaml
 from bridge.config import load_bridge_settings
 from mqtt_presence.cli import app
 from mqtt_presence.settings import load_file, presence_config
+from streams.config import load_worker_settings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
@@ -21,7 +22,7 @@ def compose() -> dict:
 
 def test_compose_parses_and_has_the_production_services() -> None:
     services = compose()["services"]
-    assert {"kafka", "mosquitto", "bridge"} <= set(services)
+    assert {"kafka", "mosquitto", "bridge", "worker-1", "worker-2"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:4")
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
@@ -52,4 +53,6 @@ def test_the_mounted_config_validates() -> None:
     data = load_file(DOCKER / "presence.toml")
     settings = load_bridge_settings(data)
     assert settings.raw_topic == "presence.raw"
+    worker = load_worker_settings(data)
+    assert (worker.partitions, worker.store) == (settings.partitions, "rocksdb")
     assert presence_config(data).offline_grace_ms == 5000
