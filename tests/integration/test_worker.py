@@ -424,3 +424,106 @@ def test_two_workers_split_the_partitions_and_survive_a_sigkill(
         by_version[key] = c
         assert c.version >= last.get(c.device, 0), c
         last[c.device] = c.version
+
+
+def test_a_will_published_while_the_bridge_is_down_still_takes_the_device_offline(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Field report B, symptom 2: the platform's subscriber had no persistent session, so a will
+    # published while it was reconnecting was gone. The bridge's session keeps it.
+    prefix = unique("down")
+    port = free_port()
+    config = tmp_path / "bridge.toml"
+    config.write_text(f"""
+[bridge]
+mqtt_url = "{pipeline.stack.mqtt_url}"
+kafka_bootstrap = "{pipeline.stack.kafka_bootstrap}"
+client_id = "{unique("bridge")}"
+raw_topic = "{pipeline.topics["raw"]}"
+dlq_topic = "{pipeline.topics["dlq"]}"
+partitions = 4
+http_port = {port}
+
+[[bridge.profiles]]
+kind = "json"
+topic = "{prefix}/{{device}}/status"
+""")
+    cmd = [sys.executable, "-m", "mqtt_presence", "bridge", "--config", str(config)]
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    return r.status == 200
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        wait_for(healthy, 30, "the bridge to be healthy")
+        time.sleep(0.5)
+        return proc
+
+    bridge = start()
+    cam = unique("cam")
+    device = MqttDevice(
+        cam,
+        pipeline.stack.mqtt_host,
+        pipeline.stack.mqtt_port,
+        session=1,
+        topic=f"{prefix}/{cam}/status",
+    ).connect()
+    device.birth()
+    wait_for(lambda: (pipeline.status_of(cam) or {}).get("status") == "online", 20, "online")
+    bridge.kill()  # kill -9: nobody is reading MQTT now
+    bridge.wait(10)
+    device.die()  # the broker publishes the will now, into the bridge's session
+    time.sleep(2)
+    bridge = start()
+    try:
+        wait_for(
+            lambda: (pipeline.status_of(cam) or {}).get("status") == "offline",
+            30,
+            "the will queued in the bridge's session to take the camera offline",
+        )
+    finally:
+        bridge.terminate()
+        bridge.wait(30)
+    assert [(c.status.value, c.version) for c in pipeline.changes(cam)] == [
+        ("online", 1),
+        ("offline", 2),
+    ]
+
+
+def test_an_agent_flapping_every_second_for_a_minute_gives_a_handful_of_changes(
+    pipeline: Pipeline,
+) -> None:
+    # Field report A: agent A went online and offline over and over and the CMDB melted.
+    agent = unique("agent")
+    started = time.monotonic()
+    session = 0
+    while time.monotonic() - started < 60:
+        session += 1
+        dev = pipeline.device(agent, session=session, client_id=f"{agent}-{session}")
+        dev.birth()
+        time.sleep(0.5)
+        dev.die()
+        time.sleep(0.5)
+    final = pipeline.device(agent, session=session + 1, client_id=f"{agent}-final")
+    final.birth()
+    wait_for(
+        lambda: (pipeline.status_of(agent) or {}).get("flapping") is True,
+        10,
+        "the agent to be marked flapping",
+    )
+    raw = pipeline.raw(agent)
+    changes = pipeline.changes(agent)
+    final.leave()
+    print(
+        f"{session} connect/drop cycles, {len(raw)} raw events, {len(changes)} status changes: "
+        f"{[(c.status.value, c.flapping) for c in changes]}"
+    )
+    assert session >= 30
+    assert len(raw) >= 2 * session  # a birth and a will per cycle reached the pipeline
+    assert len(changes) <= 5
+    assert any(c.flapping for c in changes)
