@@ -394,15 +394,17 @@ def status_command(
 @app.command("demo")
 def demo_command(
     home: HomeOption = None,
+    duration: Annotated[float, typer.Option(min=10, help="Seconds the fleet lives.")] = 60,
+    devices: Annotated[int, typer.Option(min=1, max=2000, help="Simulated devices.")] = 200,
     keep_stack: Annotated[bool, typer.Option(help="Leave the local stack running after.")] = False,
 ) -> None:
-    """Run the pipeline on the local stack (started if needed) with a real device."""
-    from mqtt_presence.demo import run_demo  # noqa: PLC0415
+    """The whole pipeline, live: a fleet of real MQTT devices through bridge and worker."""
+    from mqtt_presence.demo import DemoError, run_demo  # noqa: PLC0415
 
     setup_logging(verbose=False)
     try:
-        run_demo(LocalStack(home), out, keep_stack)
-    except StackError as exc:
+        run_demo(LocalStack(home), out, duration, devices, keep_stack)
+    except (StackError, DemoError) as exc:
         raise fail(str(exc)) from exc
 
 

@@ -1,89 +1,275 @@
-"""`presence demo`: the product end to end on the local stack.
+"""`presence demo`: the whole product, live, on the local stack.
 
-For now (the streams workers come next): bring the stack up, start a bridge, let a device connect
-with a session token, publish its birth and die, and show the birth and the will (the broker's Last
-Will) arriving in Kafka as raw events.
+Brings the stack up (if it is not), starts a streams worker and a bridge on topics of their own,
+and lets a fleet of real MQTT devices live through the field reports (stale wills after a power
+cycle, long outages, deaths, flapping, duplicate births, a reconnect storm) while the terminal
+shows raw events in against clean changes out. It ends with the accuracy of the pipeline and of
+a naive consumer against the ground truth, and leaves nothing running that it started.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import msgspec
 from kafka import KafkaConsumer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from bridge.app import Bridge
 from bridge.config import load_bridge_settings
-from fleet.devices import MqttDevice
-from mqtt_presence.stack import LocalStack
-from streams.presence import ConnectionEvent
+from fleet.live import KEEPALIVE_S, LiveDevice, LiveFleet
+from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack.ports import free_port
+from streams.presence import ConnectionEvent, StatusChange
+
+GRACE_MS = 2_000
 
 
-def run_demo(stack: LocalStack, console: Console, keep_stack: bool) -> None:
+class DemoError(Exception):
+    """The demo could not run (a part did not start)."""
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _start_worker(
+    info: StackInfo, home: Path, topics: dict[str, str], tag: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    config = home / "worker.toml"
+    config.write_text(f"""
+[worker]
+app_id = "demo-{tag}"
+raw_topic = "{topics["raw"]}"
+status_topic = "{topics["status"]}"
+dlq_topic = "{topics["dlq"]}"
+ticks_topic = "{topics["ticks"]}"
+store = "memory"
+data_dir = "{home / "worker-data"}"
+web_port = {port}
+tick_interval_s = 0.5
+
+[presence]
+offline_grace_ms = {GRACE_MS}
+""")
+    with (home / "worker.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mqtt_presence",
+                "worker",
+                "--config",
+                str(config),
+                "--kafka-bootstrap",
+                info.kafka_bootstrap,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"the worker exited; see {home / 'worker.log'}")
+        try:
+            if _get(port, "/ready")["ready"]:
+                return proc, port
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise DemoError(f"the worker did not get ready in 90 s; see {home / 'worker.log'}")
+
+
+def _changes_out(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return int(
+        sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("presence_worker_status_changes_total")
+        )
+    )
+
+
+def run_demo(
+    stack: LocalStack, console: Console, duration: float, devices: int, keep_stack: bool
+) -> None:
     was_up = stack.info() is not None
     info = stack.up(progress=console.log)
     tag = uuid.uuid4().hex[:6]
-    settings = load_bridge_settings(
-        {},
-        mqtt_url=info.mqtt_url,
-        kafka_bootstrap=info.kafka_bootstrap,
-        client_id=f"presence-demo-bridge-{tag}",
-        session_expiry_s=60,
-    )  # a demo leaves no lasting session
-    bridge = Bridge(settings)
-    thread = threading.Thread(target=bridge.run, name="bridge", daemon=True)
-    thread.start()
+    topics = {name: f"demo-{tag}.{name}" for name in ("raw", "status", "dlq", "ticks")}
+    home = Path(tempfile.mkdtemp(prefix="presence-demo-"))
+    worker: subprocess.Popen[bytes] | None = None
+    bridge: Bridge | None = None
+    thread: threading.Thread | None = None
+    fleet: LiveFleet | None = None
     try:
-        deadline = time.monotonic() + 30
-        while not bridge.source.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        device = f"camera-{tag}"
-        console.log(
-            f"device {device} connects (session 1, will registered) and publishes its birth"
+        console.log("starting a streams worker")
+        worker, port = _start_worker(info, home, topics, tag)
+        settings = load_bridge_settings(
+            {},
+            mqtt_url=info.mqtt_url,
+            kafka_bootstrap=info.kafka_bootstrap,
+            client_id=f"demo-bridge-{tag}",
+            raw_topic=topics["raw"],
+            dlq_topic=topics["dlq"],
+            session_expiry_s=60,  # a demo leaves no lasting session behind
+            profiles=[{"kind": "json", "topic": f"demo-{tag}/{{device}}/status"}],
         )
-        cam = MqttDevice(device, info.mqtt_host, info.mqtt_port, session=1).connect()
-        cam.birth()
-        console.log(f"device {device} loses power: the broker publishes its will")
-        cam.die()
-        events = _read(info.kafka_bootstrap, settings.raw_topic, device, 2, console)
+        bridge = Bridge(settings)
+        thread = threading.Thread(target=bridge.run, name="bridge", daemon=True)
+        thread.start()
+        while not bridge.source.connected:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        fleet = LiveFleet(
+            info.mqtt_host, info.mqtt_port, devices, f"demo-{tag}", duration_s=duration
+        )
+        fates = Counter(d.fate.value for d in fleet.devices)
+        console.log(
+            f"{devices} devices on real MQTT connections: "
+            + ", ".join(f"{n} {f}" for f, n in sorted(fates.items()))
+        )
+        started = time.monotonic()
+        with Live(console=console, refresh_per_second=2) as live:
+
+            def show() -> None:
+                live.update(_live_table(bridge, port, fleet, time.monotonic() - started))
+
+            fleet.run(progress=show)
+            settle = KEEPALIVE_S * 1.5 + GRACE_MS / 1000 + 2
+            end = time.monotonic() + settle
+            while time.monotonic() < end:  # the last stale wills and grace periods
+                show()
+                time.sleep(1)
+        _summary(console, info, topics, port, fleet)
     finally:
-        bridge.stop()
-        thread.join(30)
+        if fleet is not None:
+            fleet.close()
+        if bridge is not None and thread is not None:
+            bridge.stop()
+            thread.join(30)
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
         if not was_up and not keep_stack:
             stack.down()
             console.log("stack stopped (use --keep-stack to keep it)")
-    table = Table(title=f"raw events on Kafka topic {settings.raw_topic} (key = device id)")
-    for col in ("device", "kind", "session", "received_at", "topic"):
-        table.add_column(col)
-    for e in events:
-        table.add_row(e.device, e.kind.value, str(e.session), str(e.received_at), e.topic or "")
-    console.print(table)
 
 
-def _read(
-    bootstrap: str, topic: str, device: str, count: int, console: Console
-) -> list[ConnectionEvent]:
+def _live_table(bridge: Bridge, port: int, fleet: LiveFleet, elapsed: float) -> Table:
+    raw_in = int(bridge.metrics.received._value.get())
+    try:
+        out = _changes_out(port)
+        counts = _get(port, "/fleet")
+    except (urllib.error.URLError, OSError, ValueError):
+        out, counts = 0, {}
+    truth = sum(fleet.truth().values())
+    table = Table(title=f"mqtt-presence demo: {elapsed:4.0f} s", title_justify="left")
+    table.add_column("raw events in", justify="right")
+    table.add_column("clean changes out", justify="right")
+    table.add_column("suppressed", justify="right")
+    table.add_column("online", justify="right")
+    table.add_column("offline", justify="right")
+    table.add_column("flapping", justify="right")
+    table.add_column("truly online", justify="right")
+    table.add_row(
+        str(raw_in),
+        str(out),
+        str(max(raw_in - out, 0)),
+        str(counts.get("online", "-")),
+        str(counts.get("offline", "-")),
+        str(counts.get("flapping", "-")),
+        str(truth),
+    )
+    return table
+
+
+def _read(info: StackInfo, topic: str) -> list[bytes]:
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=info.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        consumer_timeout_ms=1000,
+        consumer_timeout_ms=2000,
     )
-    found: list[ConnectionEvent] = []
-    deadline = time.monotonic() + 30
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            for message in consumer:
-                if message.key == device.encode():
-                    found.append(msgspec.json.decode(message.value, type=ConnectionEvent))
-    finally:
-        consumer.close()
-    if len(found) < count:
-        console.log(f"[red]only {len(found)} of {count} events arrived in 30 s[/]")
-    return found
+    values = [m.value for m in consumer]
+    consumer.close()
+    return values
+
+
+def _was_up(dev: LiveDevice, at_s: float) -> bool:
+    """Was the device truly connected at `at_s` (and for a second before: no race)?"""
+    return any(start <= at_s - 1 and (end is None or at_s < end) for start, end in dev.intervals)
+
+
+def _summary(
+    console: Console, info: StackInfo, topics: dict[str, str], port: int, fleet: LiveFleet
+) -> None:
+    truth = fleet.truth()
+    by_name = {d.name: d for d in fleet.devices}
+    changes = [msgspec.json.decode(v, type=StatusChange) for v in _read(info, topics["status"])]
+    raw = [msgspec.json.decode(v, type=ConnectionEvent) for v in _read(info, topics["raw"])]
+    core_last: dict[str, StatusChange] = {}
+    core_false = 0
+    for c in changes:
+        core_last[c.device] = c
+        if (
+            c.status.value == "offline"
+            and not c.flapping
+            and _was_up(by_name[c.device], c.since / 1000)
+        ):
+            core_false += 1
+    naive_last: dict[str, bool] = {}
+    naive_false = 0
+    lifecycle = [e for e in raw if e.kind.value != "activity"]
+    for e in lifecycle:
+        online = e.kind.opens
+        naive_last[e.device] = online
+        if not online and _was_up(by_name[e.device], e.received_at / 1000):
+            naive_false += 1
+    core_wrong = sum(
+        1
+        for d, up in truth.items()
+        if d in core_last
+        and not core_last[d].flapping
+        and (core_last[d].status.value == "online") != up
+    )
+    flapping = sum(1 for c in core_last.values() if c.flapping)
+    naive_wrong = sum(1 for d, up in truth.items() if naive_last.get(d, False) != up)
+    table = Table(title="accuracy against the ground truth", title_justify="left")
+    table.add_column("")
+    table.add_column("mqtt-presence", justify="right")
+    table.add_column("naive consumer (trusts every message)", justify="right")
+    table.add_row("status changes sent downstream", str(len(changes)), str(len(lifecycle)))
+    table.add_row(
+        "offlines while the device was up (stale wills)", str(core_false), str(naive_false)
+    )
+    table.add_row(
+        "devices shown with the wrong status at the end", str(core_wrong), str(naive_wrong)
+    )
+    table.add_row("devices marked flapping at the end", str(flapping), "-")
+    console.print(table)
+    console.print(
+        f"raw events in: {len(raw)}; try `presence status <device> --url "
+        f"http://127.0.0.1:{port}` while a demo runs."
+    )
