@@ -21,8 +21,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,7 +37,7 @@ from bridge.app import Bridge
 from bridge.config import load_bridge_settings
 from fleet.simulator import SCENARIOS, simulate
 from mqtt_presence.stack import LocalStack, StackInfo
-from mqtt_presence.stack.ports import free_port
+from mqtt_presence.worker_process import WorkerProcess
 from streams.kafka_topics import TopicSpec, ensure_topics
 
 PARTITIONS = 8
@@ -89,41 +87,6 @@ async def bare_loop(info: StackInfo, source: str, sink: str, n: int) -> float:
         await producer.stop()
 
 
-def start_worker(
-    info: StackInfo, home: Path, topics: dict[str, str], app_id: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    config = home / f"worker-{port}.toml"
-    config.write_text(f"""
-[worker]
-app_id = "{app_id}"
-raw_topic = "{topics["raw"]}"
-status_topic = "{topics["status"]}"
-dlq_topic = "{topics["dlq"]}"
-ticks_topic = "{topics["ticks"]}"
-partitions = {PARTITIONS}
-store = "memory"
-data_dir = "{home / f"data-{port}"}"
-web_port = {port}
-""")
-    log = (home / f"worker-{port}.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mqtt_presence",
-            "worker",
-            "--config",
-            str(config),
-            "--kafka-bootstrap",
-            info.kafka_bootstrap,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    return proc, port
-
-
 def events_done(port: int) -> float:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
@@ -137,12 +100,17 @@ def events_done(port: int) -> float:
 
 def worker_rate(info: StackInfo, home: Path, topics: dict[str, str], n: int, workers: int) -> float:
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
-    procs = [start_worker(info, home, topics, app_id) for _ in range(workers)]
+    procs = [
+        WorkerProcess.start(
+            info.kafka_bootstrap, home, topics, app_id, partitions=PARTITIONS, tick_interval_s=1.0
+        )
+        for _ in range(workers)
+    ]
     try:
         first_at, deadline = 0.0, time.monotonic() + 600
         done = 0.0
         while time.monotonic() < deadline:
-            done = sum(events_done(port) for _, port in procs)
+            done = sum(events_done(w.port) for w in procs)
             if done and not first_at:
                 first_at, first_done = time.perf_counter(), done
             if done >= n:
@@ -150,16 +118,17 @@ def worker_rate(info: StackInfo, home: Path, topics: dict[str, str], n: int, wor
             time.sleep(0.2)
         return (done - first_done) / (time.perf_counter() - first_at)
     finally:
-        for proc, _ in procs:
-            proc.terminate()
-            proc.wait(30)
+        for w in procs:
+            w.stop()
 
 
 def latency(
     info: StackInfo, home: Path, topics: dict[str, str], rate: int, seconds: float
 ) -> list[float]:
     tag = uuid.uuid4().hex[:6]
-    proc, port = start_worker(info, home, topics, f"lat-{tag}")
+    worker = WorkerProcess.start(
+        info.kafka_bootstrap, home, topics, f"lat-{tag}", partitions=PARTITIONS, tick_interval_s=1.0
+    )
     settings = load_bridge_settings(
         {},
         mqtt_url=info.mqtt_url,
@@ -175,13 +144,7 @@ def latency(
     thread.start()
     sent: dict[str, int] = {}
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                    if json.loads(r.read())["ready"]:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        worker.wait_ready()
         while not bridge.source.connected:
             time.sleep(0.05)
         time.sleep(2)
@@ -206,8 +169,7 @@ def latency(
     finally:
         bridge.stop()
         thread.join(30)
-        proc.terminate()
-        proc.wait(30)
+        worker.stop()
     consumer = KafkaConsumer(
         topics["status"],
         bootstrap_servers=info.kafka_bootstrap,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +31,7 @@ from bridge.app import Bridge
 from bridge.config import load_bridge_settings
 from fleet.live import KEEPALIVE_S, LiveDevice, LiveFleet
 from mqtt_presence.stack import LocalStack, StackInfo
-from mqtt_presence.stack.ports import free_port
+from mqtt_presence.worker_process import WorkerProcess, WorkerStartError
 from streams.presence import ConnectionEvent, StatusChange
 
 GRACE_MS = 2_000
@@ -46,55 +44,6 @@ class DemoError(Exception):
 def _get(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def _start_worker(
-    info: StackInfo, home: Path, topics: dict[str, str], tag: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    config = home / "worker.toml"
-    config.write_text(f"""
-[worker]
-app_id = "demo-{tag}"
-raw_topic = "{topics["raw"]}"
-status_topic = "{topics["status"]}"
-dlq_topic = "{topics["dlq"]}"
-ticks_topic = "{topics["ticks"]}"
-store = "memory"
-data_dir = "{home / "worker-data"}"
-web_port = {port}
-tick_interval_s = 0.5
-
-[presence]
-offline_grace_ms = {GRACE_MS}
-""")
-    with (home / "worker.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mqtt_presence",
-                "worker",
-                "--config",
-                str(config),
-                "--kafka-bootstrap",
-                info.kafka_bootstrap,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"the worker exited; see {home / 'worker.log'}")
-        try:
-            if _get(port, "/ready")["ready"]:
-                return proc, port
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise DemoError(f"the worker did not get ready in 90 s; see {home / 'worker.log'}")
 
 
 def _changes_out(port: int) -> int:
@@ -117,13 +66,19 @@ def run_demo(
     tag = uuid.uuid4().hex[:6]
     topics = {name: f"demo-{tag}.{name}" for name in ("raw", "status", "dlq", "ticks")}
     home = Path(tempfile.mkdtemp(prefix="presence-demo-"))
-    worker: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
     bridge: Bridge | None = None
     thread: threading.Thread | None = None
     fleet: LiveFleet | None = None
     try:
         console.log("starting a streams worker")
-        worker, port = _start_worker(info, home, topics, tag)
+        try:
+            worker = WorkerProcess.start(
+                info.kafka_bootstrap, home, topics, f"demo-{tag}", grace_ms=GRACE_MS
+            ).wait_ready()
+        except WorkerStartError as exc:
+            raise DemoError(str(exc)) from exc
+        port = worker.port
         settings = load_bridge_settings(
             {},
             mqtt_url=info.mqtt_url,
@@ -168,8 +123,7 @@ def run_demo(
             bridge.stop()
             thread.join(30)
         if worker is not None:
-            worker.terminate()
-            worker.wait(30)
+            worker.stop()
         shutil.rmtree(home, ignore_errors=True)
         if not was_up and not keep_stack:
             stack.down()

@@ -24,6 +24,7 @@ from bridge.app import Bridge
 from fleet.devices import MqttDevice
 from mqtt_presence.stack import StackInfo
 from mqtt_presence.stack.ports import free_port
+from mqtt_presence.worker_process import WorkerProcess
 from streams.presence import ConnectionEvent, EventKind, StatusChange
 from streams.records import schema_path
 
@@ -98,63 +99,25 @@ class Workers:
         }
         self.app_id, self.grace_ms, self.partitions = f"app-{tag}", grace_ms, partitions
         self.store = store
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.procs: dict[int, WorkerProcess] = {}
 
     def start(self) -> int:
         """Start one more worker; returns its HTTP port once it says it is ready."""
-        port = free_port()
-        config = self.home / f"worker-{port}.toml"
-        config.write_text(f"""
-[worker]
-app_id = "{self.app_id}"
-raw_topic = "{self.topics["raw"]}"
-status_topic = "{self.topics["status"]}"
-dlq_topic = "{self.topics["dlq"]}"
-ticks_topic = "{self.topics["ticks"]}"
-partitions = {self.partitions}
-store = "{self.store}"
-data_dir = "{self.home / f"data-{port}"}"
-web_port = {port}
-tick_interval_s = 0.5
-session_timeout_s = 6.0
-
-[presence]
-offline_grace_ms = {self.grace_ms}
-""")
-        log = self.home / f"worker-{port}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mqtt_presence",
-                    "worker",
-                    "--config",
-                    str(config),
-                    "--kafka-bootstrap",
-                    self.stack.kafka_bootstrap,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.home,
-            )
-        self.procs[port] = proc
-
-        def ready() -> bool:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                    return bool(json.loads(r.read())["ready"])
-            except (urllib.error.URLError, ConnectionError):
-                return False
-
-        wait_for(ready, 90, "the worker to be ready")
-        return port
+        worker = WorkerProcess.start(
+            self.stack.kafka_bootstrap,
+            self.home,
+            self.topics,
+            self.app_id,
+            partitions=self.partitions,
+            store=self.store,
+            grace_ms=self.grace_ms,
+            session_timeout_s=6.0,
+        ).wait_ready()
+        self.procs[worker.port] = worker
+        return worker.port
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(port)
-        proc.send_signal(sig)
-        proc.wait(30)
+        self.procs.pop(port).stop(sig)
 
     def stop_all(self) -> None:
         for port in list(self.procs):
