@@ -58,6 +58,28 @@ def _changes_out(port: int) -> int:
     )
 
 
+def _start_bridge(
+    info: StackInfo, topics: dict[str, str], tag: str
+) -> tuple[Bridge, threading.Thread]:
+    settings = load_bridge_settings(
+        {},
+        mqtt_url=info.mqtt_url,
+        kafka_bootstrap=info.kafka_bootstrap,
+        client_id=f"demo-bridge-{tag}",
+        raw_topic=topics["raw"],
+        dlq_topic=topics["dlq"],
+        session_expiry_s=60,  # a demo leaves no lasting session behind
+        profiles=[{"kind": "json", "topic": f"demo-{tag}/{{device}}/status"}],
+    )
+    bridge = Bridge(settings)
+    thread = threading.Thread(target=bridge.run, name="bridge", daemon=True)
+    thread.start()
+    while not bridge.source.connected:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the SUBACK
+    return bridge, thread
+
+
 def run_demo(
     stack: LocalStack, console: Console, duration: float, devices: int, keep_stack: bool
 ) -> None:
@@ -79,24 +101,13 @@ def run_demo(
         except WorkerStartError as exc:
             raise DemoError(str(exc)) from exc
         port = worker.port
-        settings = load_bridge_settings(
-            {},
-            mqtt_url=info.mqtt_url,
-            kafka_bootstrap=info.kafka_bootstrap,
-            client_id=f"demo-bridge-{tag}",
-            raw_topic=topics["raw"],
-            dlq_topic=topics["dlq"],
-            session_expiry_s=60,  # a demo leaves no lasting session behind
-            profiles=[{"kind": "json", "topic": f"demo-{tag}/{{device}}/status"}],
-        )
-        bridge = Bridge(settings)
-        thread = threading.Thread(target=bridge.run, name="bridge", daemon=True)
-        thread.start()
-        while not bridge.source.connected:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        bridge, thread = _start_bridge(info, topics, tag)
         fleet = LiveFleet(
             info.mqtt_host, info.mqtt_port, devices, f"demo-{tag}", duration_s=duration
+        )
+        console.log(
+            f"while it runs, ask a worker: presence status {fleet.devices[0].name} "
+            f"--url http://127.0.0.1:{port}"
         )
         fates = Counter(d.fate.value for d in fleet.devices)
         console.log(
@@ -115,7 +126,7 @@ def run_demo(
             while time.monotonic() < end:  # the last stale wills and grace periods
                 show()
                 time.sleep(1)
-        _summary(console, info, topics, port, fleet)
+        _summary(console, info, topics, fleet)
     finally:
         if fleet is not None:
             fleet.close()
@@ -176,9 +187,7 @@ def _was_up(dev: LiveDevice, at_s: float) -> bool:
     return any(start <= at_s - 1 and (end is None or at_s < end) for start, end in dev.intervals)
 
 
-def _summary(
-    console: Console, info: StackInfo, topics: dict[str, str], port: int, fleet: LiveFleet
-) -> None:
+def _summary(console: Console, info: StackInfo, topics: dict[str, str], fleet: LiveFleet) -> None:
     truth = fleet.truth()
     by_name = {d.name: d for d in fleet.devices}
     changes = [msgspec.json.decode(v, type=StatusChange) for v in _read(info, topics["status"])]
@@ -223,7 +232,4 @@ def _summary(
     )
     table.add_row("devices marked flapping at the end", str(flapping), "-")
     console.print(table)
-    console.print(
-        f"raw events in: {len(raw)}; try `presence status <device> --url "
-        f"http://127.0.0.1:{port}` while a demo runs."
-    )
+    console.print(f"raw events in: {len(raw)}, clean changes out: {len(changes)}")
