@@ -23,15 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
-import statistics
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from common import add_common_args, bench_stack, p50_p99
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from paho.mqtt.packettypes import PacketTypes
@@ -39,7 +36,7 @@ from paho.mqtt.properties import Properties
 
 from bridge.app import Bridge
 from bridge.config import load_bridge_settings
-from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack import StackInfo
 
 
 def payload(i: int, ts_ns: int | None = None) -> bytes:
@@ -231,16 +228,10 @@ def latency(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--latency-rate", type=int, default=1_000)
-    parser.add_argument("--latency-seconds", type=float, default=20)
-    parser.add_argument("--home", type=Path, help="use (or start) the local stack here")
+    add_common_args(parser)
     args = parser.parse_args()
-    home = args.home or Path(tempfile.mkdtemp(prefix="presence-bench-"))
-    stack = LocalStack(home)
-    started = stack.info() is None
-    info = stack.up(progress=print)
     n = args.messages
-    try:
+    with bench_stack(args.home) as (info, _home):
         tag = uuid.uuid4().hex[:6]
         print(
             f"\nMosquitto {info.mosquitto_version}, Kafka {info.kafka_version}; {n} messages "
@@ -279,12 +270,7 @@ def main() -> None:
             "raw_topic": f"lat-{tag}",
             "profiles": [{"kind": "json", "topic": f"l-{tag}/{{device}}/status"}],
         }
-        lats = sorted(latency(info, lat_kw, f"l-{tag}", args.latency_rate, args.latency_seconds))
-    finally:
-        if started:
-            stack.down()
-            if args.home is None:
-                shutil.rmtree(home, ignore_errors=True)
+        lats = latency(info, lat_kw, f"l-{tag}", args.latency_rate, args.latency_seconds)
     print(f"{'what':58} {'msg/s':>10}")
     print(f"{'publisher into Mosquitto (QoS 1, for reference)':58} {pub_rate:>10,.0f}")
     print(f"{'(a) bare paho subscriber, QoS 1, manual acks':58} {bare:>10,.0f}")
@@ -298,10 +284,10 @@ def main() -> None:
         f"duplicates {max(in_kafka - n, 0)}"
     )
     if lats:
-        p99 = lats[min(len(lats) - 1, int(len(lats) * 0.99))]
+        p50, p99 = p50_p99(lats)
         print(
             f"latency publish -> Kafka append at {args.latency_rate} msg/s "
-            f"({len(lats)} messages): median {statistics.median(lats):.0f} ms, p99 {p99:.0f} ms"
+            f"({len(lats)} messages): median {p50:.0f} ms, p99 {p99:.0f} ms"
         )
 
 

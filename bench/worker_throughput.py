@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import statistics
-import tempfile
 import threading
 import time
 import urllib.request
@@ -31,12 +28,13 @@ from pathlib import Path
 import msgspec
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from common import add_common_args, bench_stack, p50_p99
 from kafka import KafkaConsumer, KafkaProducer
 
 from bridge.app import Bridge
 from bridge.config import load_bridge_settings
 from fleet.simulator import SCENARIOS, simulate
-from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack import StackInfo
 from mqtt_presence.worker_process import WorkerProcess
 from streams.kafka_topics import TopicSpec, ensure_topics
 
@@ -186,68 +184,48 @@ def latency(
     return out
 
 
+def status_topic(name: str) -> TopicSpec:
+    """Compacted like presence.status, and stamped by the broker for the latency figure."""
+    return TopicSpec(
+        name,
+        PARTITIONS,
+        1,
+        {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--latency-rate", type=int, default=1_000)
-    parser.add_argument("--latency-seconds", type=float, default=20)
-    parser.add_argument("--home", type=Path, help="use (or start) the local stack here")
+    add_common_args(parser)
     args = parser.parse_args()
-    home = args.home or Path(tempfile.mkdtemp(prefix="presence-bench-"))
-    stack = LocalStack(home / "stack" if args.home is None else home)
-    started = stack.info() is None
-    info = stack.up(progress=print)
     n = args.events
     tag = uuid.uuid4().hex[:6]
     topics = {name: f"{name}-{tag}" for name in ("raw", "status", "dlq", "ticks", "copy")}
-    ensure_topics(
-        info.kafka_bootstrap,
-        "bench",
-        [
-            TopicSpec(topics["raw"], PARTITIONS),
-            TopicSpec(topics["ticks"], PARTITIONS),
-            TopicSpec(topics["dlq"], PARTITIONS),
-            TopicSpec(topics["copy"], PARTITIONS),
-            TopicSpec(
-                topics["status"],
-                PARTITIONS,
-                1,
-                {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
-            ),
-        ],
-    )
-    try:
+    lat_topics = {
+        **topics,
+        "raw": f"lraw-{tag}",
+        "ticks": f"lticks-{tag}",
+        "status": f"lstatus-{tag}",
+    }
+    with bench_stack(args.home) as (info, home):
+        ensure_topics(
+            info.kafka_bootstrap,
+            "bench",
+            [
+                *(TopicSpec(topics[t], PARTITIONS) for t in ("raw", "ticks", "dlq", "copy")),
+                status_topic(topics["status"]),
+                TopicSpec(lat_topics["raw"], PARTITIONS),
+                TopicSpec(lat_topics["ticks"], PARTITIONS),
+                status_topic(lat_topics["status"]),
+            ],
+        )
         print(f"\nKafka {info.kafka_version}; {n} raw events in {PARTITIONS} partitions\n")
         fill_raw_topic(info, topics["raw"], n)
         bare = asyncio.run(bare_loop(info, topics["raw"], topics["copy"], n))
         one = worker_rate(info, home, topics, n, workers=1)
         two = worker_rate(info, home, topics, n, workers=2)
-        lat_topics = {
-            **topics,
-            "raw": f"lraw-{tag}",
-            "ticks": f"lticks-{tag}",
-            "status": f"lstatus-{tag}",
-        }
-        ensure_topics(
-            info.kafka_bootstrap,
-            "bench",
-            [
-                TopicSpec(lat_topics["raw"], PARTITIONS),
-                TopicSpec(lat_topics["ticks"], PARTITIONS),
-                TopicSpec(
-                    lat_topics["status"],
-                    PARTITIONS,
-                    1,
-                    {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
-                ),
-            ],
-        )
-        lats = sorted(latency(info, home, lat_topics, args.latency_rate, args.latency_seconds))
-    finally:
-        if started:
-            stack.down()
-        if args.home is None:
-            shutil.rmtree(home, ignore_errors=True)
+        lats = latency(info, home, lat_topics, args.latency_rate, args.latency_seconds)
     print(f"{'what':60} {'events/s':>10}")
     print(f"{'bare aiokafka consume-and-produce loop (the ceiling)':60} {bare:>10,.0f}")
     print(f"{'one worker: raw -> core -> table + status':60} {one:>10,.0f}")
@@ -255,10 +233,10 @@ def main() -> None:
     print(f"\none worker / bare loop: {one / bare:.2f} (target >= 0.5)")
     print(f"two workers / one worker: {two / one:.2f}")
     if lats:
-        p99 = lats[min(len(lats) - 1, int(len(lats) * 0.99))]
+        p50, p99 = p50_p99(lats)
         print(
             f"latency MQTT publish -> status change in Kafka at {args.latency_rate} births/s "
-            f"({len(lats)} changes): median {statistics.median(lats):.0f} ms, p99 {p99:.0f} ms"
+            f"({len(lats)} changes): median {p50:.0f} ms, p99 {p99:.0f} ms"
         )
 
 
