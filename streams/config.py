@@ -35,6 +35,11 @@ class WorkerSettings(FileTableSettings):
         None, description="how other workers reach this one (default http://web_host:web_port)"
     )
     tick_interval_s: float = Field(1.0, gt=0, description="how often time passes for the core")
+    reannounce_on_recovery: bool = Field(
+        True,
+        description="after a restart or rebalance, send each inherited device's last "
+        "change again (same version): no change is lost between changelog and status",
+    )
     session_timeout_s: float = Field(
         10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"
     )

@@ -34,6 +34,7 @@ from streams.presence import (
     Tick,
     decode_state,
     encode_state,
+    last_change,
     next_deadline,
     transition,
 )
@@ -221,31 +222,47 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
                 await ticks.send(key=b"tick", value=value, partition=tp.partition)
 
     @table.on_recover
-    async def rebuild_deadlines() -> None:
+    async def on_recovered() -> None:
+        """Rebuild the deadline index from the recovered states, and re-announce each device's
+        last change: a crash between writing a state to the changelog and its change to
+        presence.status would otherwise lose that change. Consumers upsert by version, so the
+        repeat (same version, same content) is harmless."""
         index = DeadlineIndex()
+        announced = 0
         for key, value in list(table.items()):
-            if value is not None:
-                index.update(
-                    partition_of(key, settings.partitions),
-                    key,
-                    next_deadline(decode_state(value), config),
-                )
+            if value is None:
+                continue
+            state = decode_state(value)
+            index.update(partition_of(key, settings.partitions), key, next_deadline(state, config))
+            change = last_change(state) if settings.reannounce_on_recovery else None
+            if change is not None:
+                await status.send(key=key, value=_encode(change))
+                announced += 1
         topology.deadlines.by_partition = index.by_partition
-        log.info("recovered %d devices, %d with a pending deadline", len(table), len(index))
+        log.info(
+            "recovered %d devices, %d with a pending deadline, %d changes re-announced",
+            len(table),
+            len(index),
+            announced,
+        )
 
-    del presence, clock, rebuild_deadlines  # registered on the app
+    del presence, clock, on_recovered  # registered on the app
     return topology
 
 
-def status_view(state: DeviceState) -> dict[str, Any]:
-    """What `GET /devices/{id}` says about one device."""
+def status_view(state: DeviceState) -> dict[str, Any] | None:
+    """What `GET /devices/{id}` says about one device: its last change, as on presence.status."""
+    change = last_change(state)
+    if change is None:
+        return None
     return {
-        "device": state.device,
-        "status": state.status.value if state.status else None,
-        "since": state.since,
-        "version": state.version,
-        "reason": state.reason.value if state.reason else None,
-        "session": state.session,
-        "flapping": state.flapping,
-        "verified": state.verified,
+        "device": change.device,
+        "status": change.status.value,
+        "since": change.since,
+        "version": change.version,
+        "reason": change.reason.value,
+        "session": change.session,
+        "flapping": change.flapping,
+        "verified": change.verified,
+        "current_session": state.session,  # the connection the device is on now
     }

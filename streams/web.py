@@ -112,9 +112,10 @@ def register_views(app: faust.App, topology: Topology) -> None:
                     status=503,
                 )
             state = topology.state_of(device)
-            if state is None or state.status is None:
+            view = status_view(state) if state is not None else None
+            if view is None:
                 return self.json({"error": "unknown device", "device": device}, status=404)
-            return self.json(status_view(state))
+            return self.json(view)
 
     @app.page("/devices")
     class DevicesView(View):

@@ -16,7 +16,13 @@ from streams.presence.events import (
     StatusChange,
     Tick,
 )
-from streams.presence.machine import fingerprint, next_deadline, step, transition
+from streams.presence.machine import (
+    fingerprint,
+    last_change,
+    next_deadline,
+    step,
+    transition,
+)
 from streams.presence.state import DeviceState, decode_state, encode_state
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "fingerprint",
+    "last_change",
     "next_deadline",
     "step",
     "transition",

@@ -114,6 +114,25 @@ def next_deadline(state: DeviceState, config: PresenceConfig) -> int | None:
     return due
 
 
+def last_change(state: DeviceState) -> StatusChange | None:
+    """The last change this state emitted, exactly as it was emitted (None before the first).
+    A worker re-announces it after recovery: the same version with the same content."""
+    if state.status is None or state.reason is None:
+        return None
+    return StatusChange(
+        device=state.device,
+        status=state.status,
+        flapping=state.flapping,
+        version=state.version,
+        since=state.since,
+        decided_at=state.decided_at,
+        reason=state.reason,
+        session=state.last_session,
+        verified=state.verified,
+        suppressed=state.last_suppressed,
+    )
+
+
 def fingerprint(event: ConnectionEvent) -> int:
     """A stable identity of the message behind an event, for dropping repeats.
 
@@ -414,6 +433,7 @@ def _emit(
     s.version += 1
     s.status, s.flapping, s.since = status, flapping, since
     s.reason, s.verified = reason, verified
+    s.decided_at, s.last_session, s.last_suppressed = decided_at, s.session, s.suppressed
     changes.append(
         StatusChange(
             device=s.device,

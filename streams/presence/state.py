@@ -25,6 +25,9 @@ class DeviceState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     since: int = 0
     reason: Reason | None = None
     verified: bool = False
+    decided_at: int = 0
+    last_session: SessionToken | None = None
+    last_suppressed: int = 0
     # What the raw events say right now (before debounce and damping).
     observed: Status | None = None
     observed_since: int = 0

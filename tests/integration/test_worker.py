@@ -163,12 +163,8 @@ def test_camera_power_cycled_inside_the_keepalive_window_stays_online(
     time.sleep(2 * GRACE_MS / 1000 + 1)  # longer than the grace period and a tick
     state = pipeline.status_of(cam)
     assert state is not None
-    assert (state["status"], state["session"], state["verified"], state["version"]) == (
-        "online",
-        2,
-        True,
-        1,
-    )
+    assert (state["status"], state["verified"], state["version"]) == ("online", True, 1)
+    assert state["current_session"] == 2  # on its new connection; the old will changed nothing
     assert [(c.status.value, c.version) for c in pipeline.changes(cam)] == [("online", 1)]
     new.leave()
 
@@ -321,10 +317,14 @@ def test_a_restarted_worker_recovers_its_pending_grace_deadline_and_fires_it(
             changes = p.changes(cam, timeout=3)
     finally:
         workers.stop_all()
-    assert [(c.status.value, c.version, c.reason.value) for c in changes] == [
+    by_version: dict[int, StatusChange] = {}
+    for c in changes:  # the restarted worker re-announced what it inherited: identical repeats
+        assert by_version.setdefault(c.version, c) == c
+    assert [(c.status.value, c.version, c.reason.value) for c in by_version.values()] == [
         ("online", 1, "birth"),
         ("offline", 2, "will"),
     ]
+    assert len(changes) > len(by_version)
 
 
 def test_two_workers_split_the_partitions_and_survive_a_sigkill(
@@ -376,14 +376,8 @@ def test_two_workers_split_the_partitions_and_survive_a_sigkill(
     last: dict[str, int] = {}
     for c in changes:  # in each partition's order: versions never go backwards
         key = (c.device, c.version)
-        if key in by_version:  # a reprocessed event: the same version with the same content
-            before = by_version[key]
-            assert (before.status, before.since, before.reason, before.session) == (
-                c.status,
-                c.since,
-                c.reason,
-                c.session,
-            )
+        if key in by_version:  # reprocessed or re-announced: the same version, the same content
+            assert by_version[key] == c
         by_version[key] = c
         assert c.version >= last.get(c.device, 0), c
         last[c.device] = c.version

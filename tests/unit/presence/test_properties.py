@@ -24,6 +24,7 @@ from streams.presence import (
     Tick,
     decode_state,
     encode_state,
+    last_change,
     transition,
 )
 
@@ -147,6 +148,17 @@ def test_the_input_state_is_never_mutated(inputs: list[Input]) -> None:
         new_state, _ = transition(state, inp, CONFIG)
         assert (encode_state(state) if state is not None else None) == before
         state = new_state
+
+
+@given(arbitrary_inputs)
+def test_the_state_reproduces_its_last_change_exactly(inputs: list[Input]) -> None:
+    # What a worker re-announces after recovery must be the same version with the same content.
+    state: DeviceState | None = None
+    for inp in [*inputs, Tick(FAR)]:
+        state, changes = transition(state, inp, CONFIG)
+        if changes:
+            assert state is not None
+            assert last_change(state) == changes[-1]
 
 
 @given(arbitrary_inputs)
