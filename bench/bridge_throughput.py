@@ -37,6 +37,7 @@ from paho.mqtt.properties import Properties
 from bridge.app import Bridge
 from bridge.config import load_bridge_settings
 from mqtt_presence.stack import StackInfo
+from streams.kafka_topics import read_from_beginning
 
 
 def payload(i: int, ts_ns: int | None = None) -> bytes:
@@ -182,11 +183,7 @@ def latency(
     )
     admin.close()
     bridge = Bridge(settings)
-    thread = threading.Thread(target=bridge.run, daemon=True)
-    thread.start()
-    while not bridge.source.connected:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    thread = bridge.start_in_thread()
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=f"lat-{uuid.uuid4().hex[:6]}",
@@ -210,18 +207,10 @@ def latency(
     thread.join(30)
     c.disconnect()
     c.loop_stop()
-    consumer = KafkaConsumer(
-        settings.raw_topic,
-        bootstrap_servers=info.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
     out = []
-    for m in consumer:
+    for m in read_from_beginning(info.kafka_bootstrap, settings.raw_topic, idle_ms=3000):
         sent = json.loads(m.value)["event_time"]
         out.append(m.timestamp - sent)
-    consumer.close()
     return out
 
 
@@ -252,11 +241,7 @@ def main() -> None:
             "profiles": [{"kind": "json", "topic": f"b-{tag}/{{device}}/status"}],
         }
         warm = Bridge(load_bridge_settings({}, **kw))  # creates topics and the session
-        t = threading.Thread(target=warm.run, daemon=True)
-        t.start()
-        while not warm.source.connected:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        t = warm.start_in_thread()
         warm.stop()
         t.join(30)
         publish_burst(info, f"b-{tag}", n)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
 import time
 import urllib.request
 import uuid
@@ -29,14 +28,14 @@ import msgspec
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from common import add_common_args, bench_stack, p50_p99
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from bridge.app import Bridge
 from bridge.config import load_bridge_settings
 from fleet.simulator import SCENARIOS, simulate
 from mqtt_presence.stack import StackInfo
 from mqtt_presence.worker_process import WorkerProcess
-from streams.kafka_topics import TopicSpec, ensure_topics
+from streams.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
 
 PARTITIONS = 8
 
@@ -138,14 +137,11 @@ def latency(
         profiles=[{"kind": "json", "topic": f"l-{tag}/{{device}}/status"}],
     )
     bridge = Bridge(settings)
-    thread = threading.Thread(target=bridge.run, daemon=True)
-    thread.start()
+    thread = bridge.start_in_thread()
     sent: dict[str, int] = {}
     try:
         worker.wait_ready()
-        while not bridge.source.connected:
-            time.sleep(0.05)
-        time.sleep(2)
+        time.sleep(2)  # the worker's first rebalance settles
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"lat-{tag}", protocol=mqtt.MQTTv5
         )
@@ -168,19 +164,11 @@ def latency(
         bridge.stop()
         thread.join(30)
         worker.stop()
-    consumer = KafkaConsumer(
-        topics["status"],
-        bootstrap_servers=info.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
     out = []
-    for m in consumer:
+    for m in read_from_beginning(info.kafka_bootstrap, topics["status"], idle_ms=3000):
         device = json.loads(m.value)["device"]
         if device in sent:  # publish over MQTT -> status change appended in Kafka
             out.append(m.timestamp - sent[device])
-    consumer.close()
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import msgspec
 from kafka.errors import KafkaConfigurationError, KafkaError
@@ -25,7 +26,7 @@ from tenacity import (
 
 from bridge.ack_window import AckWindow
 from bridge.config import BridgeSettings
-from bridge.errors import ConfigurationError
+from bridge.errors import BridgeError, ConfigurationError
 from bridge.kafka_sink import KafkaSink
 from bridge.message import MqttMessage
 from bridge.metrics import BridgeMetrics, serve
@@ -74,6 +75,19 @@ class Bridge:
     def stop(self) -> None:
         """Ask the loop to finish: flush Kafka, acknowledge what it has, disconnect."""
         self._stop.set()
+
+    def start_in_thread(self, timeout: float = 30.0) -> threading.Thread:
+        """Run the bridge in a daemon thread; return once the broker granted the subscriptions."""
+        thread = threading.Thread(target=self.run, name="bridge", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.source.subscribed.wait(0.05):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise BridgeError(
+                    f"the bridge did not subscribe within {timeout:.0f} s (see its log)"
+                )
+        return thread
 
     def health(self) -> dict[str, bool]:
         # Kafka is healthy while it takes our writes: the producer keeps no idle connection to

@@ -12,6 +12,7 @@ import logging
 import select
 import socket
 import ssl
+import threading
 import time
 from typing import Any, Protocol
 
@@ -59,6 +60,7 @@ class MqttSource:
         self._leaving = False
         self._losses: list[float] = []
         self.delivered = 0  # PUBLISH packets handed to the listener
+        self.subscribed = threading.Event()  # the broker granted every subscription
         self._pending_subs: dict[int, list[str]] = {}
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -200,6 +202,7 @@ class MqttSource:
             )
         else:
             log.info("subscribed to %s (QoS 1)", ", ".join(filters))
+            self.subscribed.set()
 
     def _on_disconnect(
         self,

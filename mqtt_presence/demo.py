@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from kafka import KafkaConsumer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -32,6 +31,7 @@ from bridge.config import load_bridge_settings
 from fleet.live import KEEPALIVE_S, LiveDevice, LiveFleet
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.worker_process import WorkerProcess, WorkerStartError
+from streams.kafka_topics import read_from_beginning
 from streams.presence import ConnectionEvent, StatusChange
 
 GRACE_MS = 2_000
@@ -72,12 +72,7 @@ def _start_bridge(
         profiles=[{"kind": "json", "topic": f"demo-{tag}/{{device}}/status"}],
     )
     bridge = Bridge(settings)
-    thread = threading.Thread(target=bridge.run, name="bridge", daemon=True)
-    thread.start()
-    while not bridge.source.connected:
-        time.sleep(0.05)
-    time.sleep(0.5)  # the SUBACK
-    return bridge, thread
+    return bridge, bridge.start_in_thread()
 
 
 def run_demo(
@@ -170,16 +165,7 @@ def _live_table(bridge: Bridge, port: int, fleet: LiveFleet, elapsed: float) -> 
 
 
 def _read(info: StackInfo, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=info.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=2000,
-    )
-    values = [m.value for m in consumer]
-    consumer.close()
-    return values
+    return [r.value for r in read_from_beginning(info.kafka_bootstrap, topic)]
 
 
 def _was_up(dev: LiveDevice, at_s: float) -> bool:

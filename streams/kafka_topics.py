@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -39,3 +40,19 @@ def ensure_topics(bootstrap: str, client_id: str, specs: list[TopicSpec]) -> Non
                 pass
     finally:
         admin.close()
+
+
+def read_from_beginning(bootstrap: str, topic: str, idle_ms: int = 2_000) -> list[Any]:
+    """Every record of `topic` from its start, until none came for `idle_ms` (no group, no
+    commits: a reader that changes nothing)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=idle_ms,
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()

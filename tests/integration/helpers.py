@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -89,10 +91,11 @@ def running_bridge(settings: BridgeSettings) -> Iterator[Bridge]:
 
     thread = threading.Thread(target=run, name="bridge", daemon=True)
     thread.start()
-    wait_for(lambda: bridge.source.connected or bool(errors), 30, "the bridge to connect")
+    wait_for(
+        lambda: bridge.source.subscribed.is_set() or bool(errors), 30, "the bridge to subscribe"
+    )
     if errors:
         raise errors[0]
-    time.sleep(0.3)  # the SUBACK
     try:
         yield bridge
     finally:
@@ -101,6 +104,16 @@ def running_bridge(settings: BridgeSettings) -> Iterator[Bridge]:
         assert not thread.is_alive(), "the bridge did not stop"
     if errors:
         raise errors[0]
+
+
+def write_bridge_config(path: Path, **bridge: object) -> Path:
+    """A config file with a [bridge] table (a json profile on `topic`, if given)."""
+    topic = bridge.pop("topic", None)
+    lines = ["[bridge]", *(f"{k} = {json.dumps(v)}" for k, v in bridge.items())]
+    if topic is not None:
+        lines += ["", "[[bridge.profiles]]", 'kind = "json"', f"topic = {json.dumps(topic)}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> None:

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -23,14 +24,24 @@ from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.stack.ports import free_port
 from streams.presence import ConnectionEvent
 
-from .helpers import bridge_settings, read_topic, running_bridge, topic_prefix, unique, wait_for
+from .helpers import (
+    bridge_settings,
+    read_topic,
+    running_bridge,
+    topic_prefix,
+    unique,
+    wait_for,
+    write_bridge_config,
+)
 
 
 class NumberedPublisher:
     """Publishes `total` numbered QoS 1 messages in a thread; `acked` is what the broker
     confirmed (PUBACK), which is what must reach Kafka."""
 
-    def __init__(self, info: StackInfo, prefix: str, total: int, devices: int = 20) -> None:
+    def __init__(
+        self, info: StackInfo, prefix: str, total: int, devices: int = 20, first: int = 0
+    ) -> None:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=unique("numbered"), protocol=mqtt.MQTTv5
         )
@@ -38,12 +49,12 @@ class NumberedPublisher:
         self.client.max_queued_messages_set(0)
         self.client.connect(info.mqtt_host, info.mqtt_port)
         self.client.loop_start()
-        self.prefix, self.total, self.devices = prefix, total, devices
+        self.prefix, self.total, self.devices, self.first = prefix, total, devices, first
         self.infos: list[mqtt.MQTTMessageInfo] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        for i in range(self.total):
+        for i in range(self.first, self.first + self.total):
             payload = json.dumps({"status": "online", "session": i, "ts": i})
             self.infos.append(
                 self.client.publish(f"{self.prefix}/d{i % self.devices}/status", payload, qos=1)
@@ -64,7 +75,7 @@ class NumberedPublisher:
             info.wait_for_publish(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
-        return {i for i, info in enumerate(self.infos) if info.is_published()}
+        return {self.first + n for n, info in enumerate(self.infos) if info.is_published()}
 
 
 def sessions_in_kafka(
@@ -87,22 +98,18 @@ def sessions_in_kafka(
 def bridge_process(stack: StackInfo, tmp_path: Path) -> tuple[list[str], dict[str, str], int]:
     settings = bridge_settings(stack)
     port = free_port()
-    config = tmp_path / "presence.toml"
-    config.write_text(f"""
-[bridge]
-mqtt_url = "{stack.mqtt_url}"
-kafka_bootstrap = "{stack.kafka_bootstrap}"
-client_id = "{settings.client_id}"
-raw_topic = "{settings.raw_topic}"
-dlq_topic = "{settings.dlq_topic}"
-partitions = 4
-reconnect_min_s = 0.2
-reconnect_max_s = 2.0
-
-[[bridge.profiles]]
-kind = "json"
-topic = "{settings.profiles[0].topic}"
-""")
+    config = write_bridge_config(
+        tmp_path / "presence.toml",
+        mqtt_url=stack.mqtt_url,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        client_id=settings.client_id,
+        raw_topic=settings.raw_topic,
+        dlq_topic=settings.dlq_topic,
+        partitions=4,
+        reconnect_min_s=0.2,
+        reconnect_max_s=2.0,
+        topic=settings.profiles[0].topic,
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -160,64 +167,58 @@ def test_kill_9_in_the_middle_of_a_stream_loses_no_acknowledged_message(
     assert second.returncode == 0
 
 
-def test_kafka_stopped_for_a_while_and_started_again_loses_nothing(tmp_path: Path) -> None:
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """A stack of this test's own: it stops Kafka, which the session's stack must not see."""
     stack = LocalStack(tmp_path / "stack")
-    info = stack.up()
+    stack.up()
     try:
-        settings = bridge_settings(info, delivery_timeout_ms=3_000)
-        prefix = topic_prefix(settings)
-        with running_bridge(settings) as bridge:
-            before = NumberedPublisher(info, prefix, total=100).start()
-            assert len(before.finish()) == 100
-            assert len(read_topic(info, settings.raw_topic, 100)) == 100
-            stack.stop_kafka()
-            during = NumberedPublisher(info, prefix, total=300)
-            during.infos = []
-            during.thread = threading.Thread(
-                target=lambda: [
-                    during.infos.append(
-                        during.client.publish(
-                            f"{prefix}/d{i % 20}/status",
-                            json.dumps({"status": "online", "session": 100 + i}),
-                            qos=1,
-                        )
-                    )
-                    for i in range(300)
-                ],
-                daemon=True,
-            )
-            during.start()
-            wait_for(
-                lambda: not bridge.health()["kafka"] or not bridge.health()["mqtt"],
-                60,
-                "the bridge to notice that Kafka is gone",
-            )
-            time.sleep(3)
-            stack.start_kafka()
-            acked = {100 + i for i in during.finish()}
-            seen = sessions_in_kafka(info, settings.raw_topic, acked | set(range(100)), 90)
-            errors = bridge.metrics.kafka_errors._value.get()
+        yield stack
     finally:
         stack.down()
+
+
+def test_kafka_stopped_for_a_while_and_started_again_loses_nothing(own_stack: LocalStack) -> None:
+    stack = own_stack
+    info = stack.info()
+    assert info is not None
+    settings = bridge_settings(info, delivery_timeout_ms=3_000)
+    prefix = topic_prefix(settings)
+    with running_bridge(settings) as bridge:
+        before = NumberedPublisher(info, prefix, total=100).start()
+        assert len(before.finish()) == 100
+        assert len(read_topic(info, settings.raw_topic, 100)) == 100
+        stack.stop_kafka()
+        during = NumberedPublisher(info, prefix, total=300, first=100).start()
+        wait_for(
+            lambda: not bridge.health()["kafka"] or not bridge.health()["mqtt"],
+            60,
+            "the bridge to notice that Kafka is gone",
+        )
+        time.sleep(3)
+        stack.start_kafka()
+        acked = during.finish()
+        seen = sessions_in_kafka(info, settings.raw_topic, acked | set(range(100)), 90)
+        errors = bridge.metrics.kafka_errors._value.get()
     assert len(acked) == 300
     assert (acked | set(range(100))) - set(seen) == set()
     assert errors > 0  # it really went through the failure path
 
 
-def test_a_producer_abandoned_while_kafka_is_down_leaves_no_thread(tmp_path: Path) -> None:
-    stack = LocalStack(tmp_path / "stack")
-    info = stack.up()
-    try:
-        settings = bridge_settings(info, delivery_timeout_ms=60_000)
-        sink = KafkaSink(settings)
-        sink.ensure_topics()
-        sink.send(settings.raw_topic, b"d", b"{}", []).get(timeout=10)
-        stack.stop_kafka()
-        pending = sink.send(settings.raw_topic, b"d", b"{}", [])
-        sink.close(timeout_s=0)  # kafka-python alone would raise KafkaTimeoutError here
-        sender = sink.producer._sender
-        sender.join(10)
-        assert not sender.is_alive()
-        assert not pending.succeeded()
-    finally:
-        stack.down()
+def test_a_producer_abandoned_while_kafka_is_down_leaves_no_thread(
+    own_stack: LocalStack,
+) -> None:
+    stack = own_stack
+    info = stack.info()
+    assert info is not None
+    settings = bridge_settings(info, delivery_timeout_ms=60_000)
+    sink = KafkaSink(settings)
+    sink.ensure_topics()
+    sink.send(settings.raw_topic, b"d", b"{}", []).get(timeout=10)
+    stack.stop_kafka()
+    pending = sink.send(settings.raw_topic, b"d", b"{}", [])
+    sink.close(timeout_s=0)  # kafka-python alone would raise KafkaTimeoutError here
+    sender = sink.producer._sender
+    sender.join(10)
+    assert not sender.is_alive()
+    assert not pending.succeeded()

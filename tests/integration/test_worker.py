@@ -28,7 +28,15 @@ from mqtt_presence.worker_process import WorkerProcess
 from streams.presence import ConnectionEvent, EventKind, StatusChange
 from streams.records import schema_path
 
-from .helpers import Publisher, bridge_settings, read_topic, running_bridge, unique, wait_for
+from .helpers import (
+    Publisher,
+    bridge_settings,
+    read_topic,
+    running_bridge,
+    unique,
+    wait_for,
+    write_bridge_config,
+)
 
 GRACE_MS = 1_000
 KEEPALIVE = 5  # s: the broker publishes a lost connection's will after 1.5 x this
@@ -390,21 +398,17 @@ def test_a_will_published_while_the_bridge_is_down_still_takes_the_device_offlin
     # published while it was reconnecting was gone. The bridge's session keeps it.
     prefix = unique("down")
     port = free_port()
-    config = tmp_path / "bridge.toml"
-    config.write_text(f"""
-[bridge]
-mqtt_url = "{pipeline.stack.mqtt_url}"
-kafka_bootstrap = "{pipeline.stack.kafka_bootstrap}"
-client_id = "{unique("bridge")}"
-raw_topic = "{pipeline.topics["raw"]}"
-dlq_topic = "{pipeline.topics["dlq"]}"
-partitions = 4
-http_port = {port}
-
-[[bridge.profiles]]
-kind = "json"
-topic = "{prefix}/{{device}}/status"
-""")
+    config = write_bridge_config(
+        tmp_path / "bridge.toml",
+        mqtt_url=pipeline.stack.mqtt_url,
+        kafka_bootstrap=pipeline.stack.kafka_bootstrap,
+        client_id=unique("bridge"),
+        raw_topic=pipeline.topics["raw"],
+        dlq_topic=pipeline.topics["dlq"],
+        partitions=4,
+        http_port=port,
+        topic=f"{prefix}/{{device}}/status",
+    )
     cmd = [sys.executable, "-m", "mqtt_presence", "bridge", "--config", str(config)]
 
     def start() -> subprocess.Popen[bytes]:
