@@ -131,8 +131,13 @@ def server_properties(home: Path, port: int, controller_port: int) -> str:
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def cluster_id() -> str:
+    """A random Kafka cluster id (base64url of 16 bytes). Like Kafka's own `Uuid.randomUuid()`,
+    never one that starts with "-": the storage tool would read it as an option."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _java_command(classpath: list[Path], home: Path, *args: str) -> list[str]:
@@ -165,7 +170,7 @@ def prepare(home: Path, classpath: list[Path], port: int, controller_port: int) 
             STORAGE_TOOL,
             "format",
             "-t",
-            _cluster_id(),
+            cluster_id(),
             "-c",
             str(config),
             "--ignore-formatted",
