@@ -1,9 +1,22 @@
-"""The worker's Prometheus metrics: Faust's own sensor plus the presence counters, one registry
-per app (no device ids as labels)."""
+"""The worker's Prometheus metrics, one registry per app (no device ids as labels).
+
+The presence counters are updated by the agent. What Faust knows (consumer lag and offsets per
+partition, messages in and out, commits, rebalances) is read from Faust's plain `Monitor` when
+Prometheus scrapes, by a collector: faust's own `PrometheusMonitor` updates labelled Prometheus
+metrics on every message and cost about a fifth of the worker's throughput (measured, see
+bench/worker_throughput.py), for figures the plain monitor keeps anyway.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from faust.sensors.monitor import Monitor
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streams.presence import Status
 
 
 class WorkerMetrics:
@@ -15,14 +28,67 @@ class WorkerMetrics:
         self.changes = Counter(
             "presence_worker_status_changes", "status changes emitted", ["status"], registry=r
         )
+        self.changes_by_status = {s: self.changes.labels(s.value) for s in Status}
         self.dead_letters = Counter(
             "presence_worker_dead_letters",
             "records sent to the dead-letter topic",
             ["reason"],
             registry=r,
         )
+        self.send_errors = Counter(
+            "presence_worker_status_send_errors",
+            "status records Kafka did not take (the worker stops: at-least-once)",
+            registry=r,
+        )
         self.pending_deadlines = Gauge(
             "presence_worker_pending_deadlines",
             "devices with a pending deadline on this worker",
             registry=r,
+        )
+
+    def watch(self, monitor: Monitor) -> None:
+        """Also export what Faust's monitor counts (read at scrape time)."""
+        self.registry.register(FaustMonitorCollector(monitor))
+
+
+class FaustMonitorCollector(Collector):
+    """Consumer lag, offsets and traffic from a Faust `Monitor`, as Prometheus families."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.monitor
+        prefix = "presence_worker_faust"
+        received = CounterMetricFamily(
+            f"{prefix}_messages_received", "messages read from Kafka", labels=["topic"]
+        )
+        for topic, count in (m.messages_received_by_topic or {}).items():
+            received.add_metric([topic], count)
+        yield received
+        sent = CounterMetricFamily(
+            f"{prefix}_messages_sent", "messages sent to Kafka", labels=["topic"]
+        )
+        for topic, count in (m.messages_sent_by_topic or {}).items():
+            sent.add_metric([topic], count)
+        yield sent
+        labels = ["topic", "partition"]
+        lag = GaugeMetricFamily(
+            f"{prefix}_consumer_lag", "end offset minus last read offset", labels=labels
+        )
+        read = GaugeMetricFamily(f"{prefix}_read_offset", "last offset read", labels=labels)
+        committed = GaugeMetricFamily(
+            f"{prefix}_committed_offset", "last offset committed", labels=labels
+        )
+        read_offsets = dict(m.tp_read_offsets or {})
+        for tp, offset in read_offsets.items():
+            read.add_metric([tp.topic, str(tp.partition)], offset)
+        for tp, end in (m.tp_end_offsets or {}).items():
+            if tp in read_offsets:
+                lag.add_metric([tp.topic, str(tp.partition)], max(0, end - read_offsets[tp] - 1))
+        for tp, offset in (m.tp_committed_offsets or {}).items():
+            committed.add_metric([tp.topic, str(tp.partition)], offset)
+        yield from (lag, read, committed)
+        yield CounterMetricFamily(
+            f"{prefix}_rebalances", "rebalances this worker took part in", value=m.rebalances
         )

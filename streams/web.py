@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import faust
 from faust.exceptions import SameNode
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.presence import DeviceState
 from streams.topology import Topology, status_view
@@ -66,9 +66,6 @@ def list_params(query: Any) -> tuple[str | None, int, str]:
 
 def register_views(app: faust.App, topology: Topology) -> None:
     table = topology.table
-    setup_prometheus_sensors(
-        app, registry=topology.metrics.registry, name_prefix="presence_worker_faust"
-    )
 
     def active_partitions() -> set[int]:
         return {
@@ -190,4 +187,10 @@ def register_views(app: faust.App, topology: Topology) -> None:
             body: dict[str, Any] = {"ready": recovered and not app.in_recovery}
             return self.json(body, status=200 if body["ready"] else 503)
 
-    del DeviceView, DevicesView, FleetView, ReadyView
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            body = generate_latest(topology.metrics.registry)
+            return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    del DeviceView, DevicesView, FleetView, ReadyView, MetricsView

@@ -6,6 +6,7 @@ Each test is named after the field case it covers (PRODUCT.md section 1).
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -299,6 +300,11 @@ def test_listing_fleet_counts_cli_and_metrics(pipeline: Pipeline) -> None:
         text = r.read().decode()
     assert "presence_worker_events_total" in text
     assert 'presence_worker_status_changes_total{status="online"}' in text
+    # Faust's figures, read from its monitor: the consumer lag of each raw partition it read
+    raw = pipeline.topics["raw"]
+    faust = "presence_worker_faust"
+    assert re.search(rf'{faust}_consumer_lag\{{partition="\d",topic="{raw}"\}} \d', text)
+    assert re.search(rf'{faust}_messages_received_total\{{topic="{raw}"\}} [1-9]', text)
 
 
 def test_a_restarted_worker_recovers_its_pending_grace_deadline_and_fires_it(
