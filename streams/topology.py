@@ -13,6 +13,7 @@ grace periods included, happens in the agent and goes through the table's change
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -31,6 +32,7 @@ from streams.presence import (
     DeviceState,
     Input,
     PresenceConfig,
+    StatusChange,
     Tick,
     decode_state,
     encode_state,
@@ -87,6 +89,7 @@ class Topology:
     config: PresenceConfig
     settings: WorkerSettings
     metrics: WorkerMetrics
+    output: AgentOutput
 
     def state_of(self, device: str) -> DeviceState | None:
         value = self.table.get(device.encode())
@@ -99,6 +102,78 @@ class Topology:
                 continue
             if partitions is None or partition_of(key, self.settings.partitions) in partitions:
                 yield decode_state(value)
+
+
+class DeliveryError(RuntimeError):
+    """Kafka did not take one of the agent's records (after the producer's own retries)."""
+
+
+class AgentOutput:
+    """What the agent writes per event: a device's state (table store and changelog) and its
+    status changes, straight through the app's Kafka producer.
+
+    Faust's `table[key] = value` and `Topic.send` wrap every record in a future of their own, a
+    buffer task and sensor calls; measured here, that cost more than half of the worker's time
+    per event (bench/worker_throughput.py, and the issue note). This class does what they do, at
+    the producer's own cost:
+
+    - a state goes to the table's store (RocksDB: the database of the current event's partition,
+      as Faust does) and to the table's changelog topic, same partition, same raw bytes; when
+      Kafka has it, its offset is recorded in the store, as Faust's own changelog callback does,
+      so recovery reads the changelog only from there;
+    - a status change goes to `presence.status`, partitioned by the producer's murmur2 of the key.
+
+    At-least-once holds: Faust flushes the producer before it commits offsets, and a record
+    Kafka refused stops the agent (the next record it handles raises `DeliveryError`), so the
+    worker exits and the uncommitted input is processed again by whoever takes the partition.
+    """
+
+    def __init__(
+        self, producer: Any, table: Any, status_topic: str, metrics: WorkerMetrics
+    ) -> None:
+        self.producer = producer
+        self.table = table
+        self.status_topic = status_topic
+        self.metrics = metrics
+        self.failure: BaseException | None = None
+
+    async def put_state(self, key: bytes, value: bytes, partition: int) -> None:
+        self.raise_failure()
+        self.table.data[key] = value
+        changelog = self.table.changelog_topic_name
+        delivery = await self.producer.send(changelog, key, value, partition, None, None)
+        delivery.add_done_callback(self._state_persisted)
+
+    async def send_status(self, key: bytes, change: StatusChange, *, count: bool = True) -> None:
+        self.raise_failure()
+        delivery = await self.producer.send(
+            self.status_topic, key, _encode(change), None, None, None
+        )
+        delivery.add_done_callback(self._check_delivery)
+        if count:
+            self.metrics.changes_by_status[change.status].inc()
+
+    def _state_persisted(self, delivery: asyncio.Future[Any]) -> None:
+        if self._check_delivery(delivery):
+            sent = delivery.result()
+            self.table.data.set_persisted_offset(sent.topic_partition, sent.offset)
+
+    def _check_delivery(self, delivery: asyncio.Future[Any]) -> bool:
+        exc = None if delivery.cancelled() else delivery.exception()
+        if exc is None:
+            return True
+        if self.failure is None:
+            self.failure = exc
+            self.metrics.send_errors.inc()
+            log.error("Kafka did not take a record: %r; the worker stops", exc)
+        return False
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise DeliveryError(
+                f"a record was not delivered: {self.failure!r}; stopping before the offsets "
+                "past it are committed"
+            ) from self.failure
 
 
 class Processor:
@@ -114,6 +189,7 @@ class Processor:
 
     async def handle(self, event: Any) -> None:
         message = event.message
+        self.t.output.raise_failure()  # outside the try: this one must stop the agent
         try:
             if message.topic == self.t.settings.ticks_topic:
                 now = _decode_tick(event.value)["now"]
@@ -129,6 +205,8 @@ class Processor:
                 )
             await self.apply(event.key, raw_event, message.partition)
             self.t.metrics.events.inc()
+        except DeliveryError:
+            raise  # not the record's fault: stop, and let it be processed again
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             await self.dead_letter(event, "bad_record", str(exc))
         except Exception as exc:  # one bad record must not stop the agent
@@ -141,11 +219,12 @@ class Processor:
         state, changes = transition(decode_state(previous) if previous else None, inp, t.config)
         if state is None:
             return
-        t.table[key] = encode_state(state)
-        t.deadlines.update(partition, key, next_deadline(state, t.config))
+        encoded = encode_state(state)
+        if encoded != previous:  # a repeat changes nothing: no changelog record for it
+            await t.output.put_state(key, encoded, partition)
+            t.deadlines.update(partition, key, next_deadline(state, t.config))
         for change in changes:
-            await t.status.send(key=key, value=_encode(change))
-            t.metrics.changes.labels(change.status.value).inc()
+            await t.output.send_status(key, change)
 
     async def dead_letter(self, event: Any, reason: str, detail: str) -> None:
         message = event.message
@@ -196,7 +275,11 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         partitions=settings.partitions,
     )
     metrics = WorkerMetrics()
-    topology = Topology(raw, ticks, status, dlq, table, DeadlineIndex(), config, settings, metrics)
+    metrics.watch(app.monitor)
+    output = AgentOutput(app.producer, table, settings.status_topic, metrics)
+    topology = Topology(
+        raw, ticks, status, dlq, table, DeadlineIndex(), config, settings, metrics, output
+    )
     source = app.topic(
         settings.raw_topic,
         settings.ticks_topic,
@@ -236,7 +319,7 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
             index.update(partition_of(key, settings.partitions), key, next_deadline(state, config))
             change = last_change(state) if settings.reannounce_on_recovery else None
             if change is not None:
-                await status.send(key=key, value=_encode(change))
+                await output.send_status(key, change, count=False)
                 announced += 1
         topology.deadlines.by_partition = index.by_partition
         log.info(
