@@ -55,7 +55,7 @@ def payload(i: int, ts_ns: int | None = None) -> bytes:
 def persistent_session(info: StackInfo, client_id: str, topic_filter: str) -> None:
     """Create a persistent QoS 1 session with a subscription, then leave: the broker queues."""
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
     c.connect(info.mqtt_host, info.mqtt_port, clean_start=True, properties=props)
     c.loop_start()
@@ -106,7 +106,7 @@ def bare_subscriber_drain(info: StackInfo, client_id: str, n: int) -> float:
             done.set()
 
     c.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = 1000
     start = time.perf_counter()

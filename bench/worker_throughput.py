@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -253,7 +254,7 @@ def main() -> None:
             )
             print(f"filling {topics['raw']} with {n} raw events", flush=True)
             fill_raw_topic(info, topics["raw"], n)
-            steps = {
+            steps: dict[str, Callable[[], float]] = {
                 "bare": lambda: asyncio.run(bare_loop(info, topics["raw"], topics["copy"], n)),
                 "faust": lambda: faust_floor(info, topics["raw"], n, table_writes=False),
                 "faust+table": lambda: faust_floor(info, topics["raw"], n, table_writes=True),

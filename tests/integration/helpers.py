@@ -47,7 +47,7 @@ class Publisher:
     ) -> None:
         props = None
         if user_properties:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = list(user_properties.items())
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         info.wait_for_publish(timeout=10)

@@ -128,7 +128,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) 
         assert proc.poll() is None, "the bridge exited"
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                return resp.status == 200
+                return bool(resp.status == 200)
         except (urllib.error.URLError, ConnectionError):
             return False
 

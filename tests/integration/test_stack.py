@@ -37,7 +37,9 @@ def test_birth_and_will_go_from_mqtt_through_mosquitto_and_the_bridge_into_kafka
         dev.publish(
             f"{prefix}/{device}/status", json.dumps({"status": "online", "session": 7, "ts": 1})
         )
-        dev.client.socket().close()  # an abrupt loss: the broker publishes the will
+        sock = dev.client.socket()
+        assert sock is not None
+        sock.close()  # an abrupt loss: the broker publishes the will
         dev.client.loop_stop()
         records = read_topic(stack, settings.raw_topic, 2)
     events = [msgspec.json.decode(r.value, type=ConnectionEvent) for r in records]

@@ -423,7 +423,7 @@ def test_a_will_published_while_the_bridge_is_down_still_takes_the_device_offlin
         def healthy() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                    return r.status == 200
+                    return bool(r.status == 200)
             except (urllib.error.URLError, ConnectionError):
                 return False
 

@@ -4,6 +4,7 @@ exists, every `presence` command it runs exists, and its config file validates."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer.main
 import yaml
@@ -16,8 +17,9 @@ from streams.config import load_worker_settings
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
-def compose() -> dict:
-    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    return loaded
 
 
 def test_compose_parses_and_has_the_production_services() -> None:

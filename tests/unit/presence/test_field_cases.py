@@ -41,8 +41,8 @@ def ev(
         received_at=t,
         session=session,
         session_order=order,
-        **extra,
-    )  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 def run(
