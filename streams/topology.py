@@ -49,6 +49,9 @@ _decode_tick = msgspec.json.Decoder(dict[str, int]).decode
 _encode = msgspec.json.Encoder().encode
 
 
+RECOVERY_PROGRESS_EVERY = 50_000  # devices between progress lines while a worker recovers
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partition for a key (murmur2, as the bridge and Java clients use)."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
@@ -312,7 +315,11 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         repeat (same version, same content) is harmless."""
         index = DeadlineIndex()
         announced = 0
-        for key, value in list(table.items()):
+        started = time.monotonic()
+        for seen, (key, value) in enumerate(list(table.items()), 1):
+            if seen % RECOVERY_PROGRESS_EVERY == 0:  # a big fleet takes a while: say so
+                log.info("recovery: %d devices read back, %d changes re-announced", seen, announced)
+                await asyncio.sleep(0)  # let the web views and the timers run meanwhile
             if value is None:
                 continue
             state = decode_state(value)
@@ -323,10 +330,11 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
                 announced += 1
         topology.deadlines.by_partition = index.by_partition
         log.info(
-            "recovered %d devices, %d with a pending deadline, %d changes re-announced",
+            "recovered %d devices, %d with a pending deadline, %d changes re-announced (%.1f s)",
             len(table),
             len(index),
             announced,
+            time.monotonic() - started,
         )
 
     del presence, clock, on_recovered  # registered on the app
