@@ -218,7 +218,7 @@ class Processor:
 
     async def apply(self, key: bytes, inp: Input, partition: int) -> None:
         t = self.t
-        previous = t.table.get(key)
+        previous = t.table.data.get(key)  # the store itself, as AgentOutput writes it
         state, changes = transition(decode_state(previous) if previous else None, inp, t.config)
         if state is None:
             return
