@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import time
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,22 @@ class DeliveryError(RuntimeError):
     """Kafka did not take one of the agent's records (after the producer's own retries)."""
 
 
+EXIT_DELIVERY_FAILED = 75  # EX_TEMPFAIL: restart me
+
+
+def exit_without_commit(exc: BaseException) -> None:
+    """End the worker process now, before Faust commits offsets past a record Kafka refused:
+    whoever takes the partitions next processes that input again (at-least-once)."""
+    log.critical(
+        "Kafka did not take a record the agent wrote (%r); exiting with status %d before any "
+        "offset past it is committed; restart the worker",
+        exc,
+        EXIT_DELIVERY_FAILED,
+    )
+    logging.shutdown()
+    os._exit(EXIT_DELIVERY_FAILED)
+
+
 class AgentOutput:
     """What the agent writes per event: a device's state (table store and changelog) and its
     status changes, straight through the app's Kafka producer.
@@ -127,17 +144,25 @@ class AgentOutput:
     - a status change goes to `presence.status`, partitioned by the producer's murmur2 of the key.
 
     At-least-once holds: Faust flushes the producer before it commits offsets, and a record
-    Kafka refused stops the agent (the next record it handles raises `DeliveryError`), so the
-    worker exits and the uncommitted input is processed again by whoever takes the partition.
+    Kafka refused (after the producer's own retries) calls `on_failure`, which in the worker ends
+    the process at once (`exit_without_commit`): raising in the agent would not do, since Faust
+    acknowledges the event an agent raised on and restarts the agent. Nothing more is written
+    after a failure (`DeliveryError`).
     """
 
     def __init__(
-        self, producer: Any, table: Any, status_topic: str, metrics: WorkerMetrics
+        self,
+        producer: Any,
+        table: Any,
+        status_topic: str,
+        metrics: WorkerMetrics,
+        on_failure: Callable[[BaseException], None],
     ) -> None:
         self.producer = producer
         self.table = table
         self.status_topic = status_topic
         self.metrics = metrics
+        self.on_failure = on_failure
         self.failure: BaseException | None = None
 
     async def put_state(self, key: bytes, value: bytes, partition: int) -> None:
@@ -168,7 +193,7 @@ class AgentOutput:
         if self.failure is None:
             self.failure = exc
             self.metrics.send_errors.inc()
-            log.error("Kafka did not take a record: %r; the worker stops", exc)
+            self.on_failure(exc)
         return False
 
     def raise_failure(self) -> None:
@@ -279,7 +304,7 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
     )
     metrics = WorkerMetrics()
     metrics.watch(app.monitor)
-    output = AgentOutput(app.producer, table, settings.status_topic, metrics)
+    output = AgentOutput(app.producer, table, settings.status_topic, metrics, exit_without_commit)
     topology = Topology(
         raw, ticks, status, dlq, table, DeadlineIndex(), config, settings, metrics, output
     )

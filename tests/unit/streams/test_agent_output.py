@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from streams.metrics import WorkerMetrics
 from streams.presence import Reason, Status, StatusChange
-from streams.topology import AgentOutput, DeliveryError
+from streams.topology import EXIT_DELIVERY_FAILED, AgentOutput, DeliveryError
 
 
 @dataclass
@@ -70,8 +72,8 @@ def change() -> StatusChange:
 
 def test_a_state_goes_to_the_store_and_the_changelog_and_its_offset_is_persisted() -> None:
     async def scenario() -> None:
-        producer, table = RecordingProducer(), Table()
-        output = AgentOutput(producer, table, "presence.status", WorkerMetrics())
+        producer, table, failures = RecordingProducer(), Table(), list[BaseException]()
+        output = AgentOutput(producer, table, "presence.status", WorkerMetrics(), failures.append)
         await output.put_state(b"cam-1", b"state", 3)
         assert table.data[b"cam-1"] == b"state"
         topic, key, value, partition, delivery = producer.deliveries[0]
@@ -79,22 +81,44 @@ def test_a_state_goes_to_the_store_and_the_changelog_and_its_offset_is_persisted
         delivery.set_result(Sent((topic, 3), 41))
         await asyncio.sleep(0)  # done callbacks run on the loop
         assert table.data.persisted == {(topic, 3): 41}
+        assert failures == []
 
     asyncio.run(scenario())
 
 
-def test_a_refused_record_stops_the_next_write_and_is_counted() -> None:
+def test_a_refused_record_calls_the_failure_policy_once_and_stops_further_writes() -> None:
     async def scenario() -> None:
         producer, metrics = RecordingProducer(), WorkerMetrics()
-        output = AgentOutput(producer, Table(), "presence.status", metrics)
+        failures: list[BaseException] = []
+        output = AgentOutput(producer, Table(), "presence.status", metrics, failures.append)
         await output.send_status(b"cam-1", change())
-        producer.deliveries[0][4].set_exception(TimeoutError("no leader"))
+        await output.put_state(b"cam-1", b"state", 0)
+        refused = TimeoutError("no leader")
+        producer.deliveries[0][4].set_exception(refused)
+        producer.deliveries[1][4].set_exception(TimeoutError("no leader either"))
         await asyncio.sleep(0)
+        assert failures == [refused]  # the worker's policy: exit before any commit past it
         with pytest.raises(DeliveryError, match="no leader"):
             await output.send_status(b"cam-1", change())
         with pytest.raises(DeliveryError):
             output.raise_failure()
         assert metrics.send_errors._value.get() == 1
-        assert len(producer.deliveries) == 1  # nothing more was sent after the failure
+        with pytest.raises(DeliveryError):
+            await output.put_state(b"cam-1", b"state", 0)
+        assert len(producer.deliveries) == 2  # nothing more was sent after the failure
 
     asyncio.run(scenario())
+
+
+def test_the_workers_failure_policy_exits_at_once_with_a_clear_message() -> None:
+    code = (
+        "import logging; logging.basicConfig();"
+        "from streams.topology import exit_without_commit;"
+        "exit_without_commit(TimeoutError('no leader for presence.status-3'));"
+        "print('still running')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == EXIT_DELIVERY_FAILED
+    assert "still running" not in done.stdout
+    assert "no leader for presence.status-3" in done.stderr
+    assert "restart the worker" in done.stderr
