@@ -40,6 +40,12 @@ class WorkerSettings(FileTableSettings):
         description="after a restart or rebalance, send each inherited device's last "
         "change again (same version): no change is lost between changelog and status",
     )
+    recovery_stall_s: float = Field(
+        30.0,
+        ge=5.0,
+        description="a table recovery that reads nothing for this long ends the process (exit "
+        "75) so that its supervisor restarts it: Faust's recovery can hang after a rebalance",
+    )
     session_timeout_s: float = Field(
         10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"
     )

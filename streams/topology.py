@@ -51,6 +51,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 RECOVERY_PROGRESS_EVERY = 50_000  # devices between progress lines while a worker recovers
+RECOVERY_WATCH_INTERVAL_S = 5.0
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -94,6 +95,8 @@ class Topology:
     settings: WorkerSettings
     metrics: WorkerMetrics
     output: AgentOutput
+    # raw partitions this process has held since its last recovery: their changes all went out
+    held_partitions: set[int] = field(default_factory=set)
 
     def state_of(self, device: str) -> DeviceState | None:
         value = self.table.get(device.encode())
@@ -112,20 +115,38 @@ class DeliveryError(RuntimeError):
     """Kafka did not take one of the agent's records (after the producer's own retries)."""
 
 
-EXIT_DELIVERY_FAILED = 75  # EX_TEMPFAIL: restart me
+EXIT_RESTART_ME = 75  # EX_TEMPFAIL: the worker cannot go on, a fresh process can
+
+
+def exit_for_restart(why: str) -> None:
+    """End the worker process now (no graceful stop: nothing may be committed on the way out)."""
+    log.critical("%s; exiting with status %d: restart the worker", why, EXIT_RESTART_ME)
+    logging.shutdown()
+    os._exit(EXIT_RESTART_ME)
 
 
 def exit_without_commit(exc: BaseException) -> None:
-    """End the worker process now, before Faust commits offsets past a record Kafka refused:
-    whoever takes the partitions next processes that input again (at-least-once)."""
-    log.critical(
-        "Kafka did not take a record the agent wrote (%r); exiting with status %d before any "
-        "offset past it is committed; restart the worker",
-        exc,
-        EXIT_DELIVERY_FAILED,
-    )
-    logging.shutdown()
-    os._exit(EXIT_DELIVERY_FAILED)
+    """End the worker before Faust commits offsets past a record Kafka refused: whoever takes
+    the partitions next processes that input again (at-least-once)."""
+    exit_for_restart(f"Kafka did not take a record the agent wrote ({exc!r})")
+
+
+@dataclass
+class RecoveryWatch:
+    """Tells when a table recovery has stalled: changelog records remain to be read and none
+    was read for `stall_s` seconds. Faust's recovery can wait forever after a rebalance (seen
+    here, and in Faust's tracker: robinhood/faust#218); a fresh process recovers afresh."""
+
+    stall_s: float
+    _remaining: int | None = None
+    _since: float = 0.0
+
+    def stalled(self, now: float, in_recovery: bool, remaining: int) -> bool:
+        if not in_recovery or remaining != self._remaining:
+            self._remaining = remaining if in_recovery else None
+            self._since = now
+            return False
+        return remaining > 0 and now - self._since >= self.stall_s
 
 
 class AgentOutput:
@@ -332,12 +353,30 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
             if tp.topic == settings.raw_topic:
                 await ticks.send(key=b"tick", value=value, partition=tp.partition)
 
+    watch = RecoveryWatch(settings.recovery_stall_s)
+
+    @app.timer(RECOVERY_WATCH_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def watch_recovery() -> None:
+        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+        remaining = recovery.active_remaining_total() if recovery.in_recovery else 0
+        if watch.stalled(time.monotonic(), bool(recovery.in_recovery), remaining):
+            exit_for_restart(
+                f"table recovery read nothing for {settings.recovery_stall_s:.0f} s with "
+                f"{remaining} changelog records still to read"
+            )
+
     @table.on_recover
     async def on_recovered() -> None:
-        """Rebuild the deadline index from the recovered states, and re-announce each device's
-        last change: a crash between writing a state to the changelog and its change to
-        presence.status would otherwise lose that change. Consumers upsert by version, so the
-        repeat (same version, same content) is harmless."""
+        """Rebuild the deadline index from the recovered states, and re-announce the last change
+        of each device this worker took over: a crash between writing a state to the changelog
+        and its change to presence.status would otherwise lose that change. Consumers upsert by
+        version, so the repeat (same version, same content) is harmless. Partitions this process
+        held before the rebalance too are not re-announced: their changes all went out from here
+        (or the process would have exited)."""
+        active = {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.raw_topic
+        }
+        taken_over = active - topology.held_partitions
         index = DeadlineIndex()
         announced = 0
         started = time.monotonic()
@@ -348,21 +387,30 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
             if value is None:
                 continue
             state = decode_state(value)
-            index.update(partition_of(key, settings.partitions), key, next_deadline(state, config))
-            change = last_change(state) if settings.reannounce_on_recovery else None
-            if change is not None:
-                await output.send_status(key, change, count=False)
-                announced += 1
+            partition = partition_of(key, settings.partitions)
+            index.update(partition, key, next_deadline(state, config))
+            if settings.reannounce_on_recovery and partition in taken_over:
+                change = last_change(state)
+                if app.should_stop:  # the producer is closing: whoever recovers next announces
+                    log.info("stopping: re-announcement cut short after %d changes", announced)
+                    return
+                if change is not None:
+                    await output.send_status(key, change, count=False)
+                    announced += 1
         topology.deadlines.by_partition = index.by_partition
+        topology.held_partitions = active
         log.info(
-            "recovered %d devices, %d with a pending deadline, %d changes re-announced (%.1f s)",
+            "recovered %d devices, %d with a pending deadline; holding partitions %s; "
+            "%d changes re-announced for the ones taken over %s (%.1f s)",
             len(table),
             len(index),
+            sorted(active),
             announced,
+            sorted(taken_over),
             time.monotonic() - started,
         )
 
-    del presence, clock, on_recovered  # registered on the app
+    del presence, clock, watch_recovery, on_recovered  # registered on the app
     return topology
 
 

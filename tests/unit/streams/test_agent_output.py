@@ -12,7 +12,7 @@ import pytest
 
 from streams.metrics import WorkerMetrics
 from streams.presence import Reason, Status, StatusChange
-from streams.topology import EXIT_DELIVERY_FAILED, AgentOutput, DeliveryError
+from streams.topology import EXIT_RESTART_ME, AgentOutput, DeliveryError, RecoveryWatch
 
 
 @dataclass
@@ -118,7 +118,26 @@ def test_the_workers_failure_policy_exits_at_once_with_a_clear_message() -> None
         "print('still running')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == EXIT_DELIVERY_FAILED
+    assert done.returncode == EXIT_RESTART_ME
     assert "still running" not in done.stdout
     assert "no leader for presence.status-3" in done.stderr
     assert "restart the worker" in done.stderr
+
+
+def test_a_recovery_that_reads_nothing_for_the_stall_time_is_stalled() -> None:
+    watch = RecoveryWatch(stall_s=30)
+    assert not watch.stalled(0, True, 500)
+    assert not watch.stalled(29, True, 500)
+    assert watch.stalled(30, True, 500)
+
+
+def test_a_recovery_that_progresses_or_ends_is_not_stalled() -> None:
+    watch = RecoveryWatch(stall_s=30)
+    for second in range(0, 300, 10):  # slow, but it reads
+        assert not watch.stalled(second, True, 10_000 - second)
+    assert not watch.stalled(400, False, 0)  # finished; then idle for a long time
+    assert not watch.stalled(10_000, False, 0)
+    assert not watch.stalled(10_001, True, 0)  # nothing left to read: waiting is fine
+    assert not watch.stalled(20_000, True, 0)
+    assert not watch.stalled(20_001, True, 7)  # a new recovery starts its own clock
+    assert watch.stalled(20_031, True, 7)
