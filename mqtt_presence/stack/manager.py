@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +18,12 @@ from pathlib import Path
 import msgspec
 
 from mqtt_presence.stack import kafka, mosquitto
-from mqtt_presence.stack.errors import StackError
+from mqtt_presence.stack.errors import BrokerStartError, StackError
 from mqtt_presence.stack.ports import HOST, ensure_free, free_port
 from mqtt_presence.stack.processes import pid_running, stop_pid
 
 STATE_FILE = "stack.json"
+KAFKA_START_ATTEMPTS = 3  # when a port picked as free is taken before Kafka binds it
 Progress = Callable[[str], None]
 
 
@@ -56,6 +58,11 @@ def default_home() -> Path:
 def _env_port(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else None
+
+
+def still_running(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    """A check that `proc` has not exited (bound to this process, not to a loop variable)."""
+    return lambda: proc.poll() is None
 
 
 class LocalStack:
@@ -117,13 +124,23 @@ class LocalStack:
             started.append((mproc.pid, "mosquitto"))
             mosquitto.wait_ready(mport, lambda: mproc.poll() is None, self.home / "mosquitto.log")
 
-            progress(f"starting Kafka {kafka.kafka_version()} (KRaft) on {HOST}:{kport}")
-            kconf = kafka.prepare(self.home, classpath, kport, cport)
-            kproc = kafka.start(self.home, classpath, kconf)
-            started.append((kproc.pid, kafka.MAIN_CLASS))
-            kafka.wait_ready(
-                f"{HOST}:{kport}", lambda: kproc.poll() is None, self.home / "kafka.log"
-            )
+            for attempt in range(1, KAFKA_START_ATTEMPTS + 1):
+                progress(f"starting Kafka {kafka.kafka_version()} (KRaft) on {HOST}:{kport}")
+                kconf = kafka.prepare(self.home, classpath, kport, cport)
+                kproc = kafka.start(self.home, classpath, kconf)
+                started.append((kproc.pid, kafka.MAIN_CLASS))
+                try:
+                    kafka.wait_ready(
+                        f"{HOST}:{kport}", still_running(kproc), self.home / "kafka.log"
+                    )
+                    break
+                except BrokerStartError as exc:
+                    lost_a_port = "Address already in use" in str(exc)
+                    if kafka_port or not lost_a_port or attempt == KAFKA_START_ATTEMPTS:
+                        raise
+                    # A port picked as free was taken before Kafka bound it: pick again.
+                    progress("a port picked for Kafka was taken meanwhile; trying other ports")
+                    kport, cport = free_port(), free_port()
         except BaseException:
             for pid, marker in started:
                 stop_pid(pid, marker, timeout=10)

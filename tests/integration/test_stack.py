@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from kafka.partitioner.default import murmur2
 
-from mqtt_presence.stack import LocalStack, PortInUseError, StackInfo
+from mqtt_presence.stack import LocalStack, PortInUseError, StackInfo, manager, ports
 from mqtt_presence.stack.processes import pid_running
 from streams.presence import ConnectionEvent, EventKind
 
@@ -139,3 +140,25 @@ def test_a_taken_port_is_a_clear_error(stack: StackInfo, stack_home: Path) -> No
     with pytest.raises(PortInUseError, match=f"port {stack.mqtt_port} for MQTT is already in use"):
         LocalStack(stack_home).up(mqtt_port=stack.mqtt_port)
     assert LocalStack(stack_home).info() is None
+
+
+def test_a_port_taken_after_it_was_picked_is_picked_again(
+    stack_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Something takes the port picked for Kafka before Kafka binds it (in CI: an outgoing
+    # connection was given it): Kafka fails with "Address already in use", and the stack picks
+    # other ports and starts it again.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks = iter([taken])
+        monkeypatch.setattr(manager, "free_port", lambda: next(picks, None) or ports.free_port())
+        second = LocalStack(stack_home)
+        info = second.up()
+        try:
+            assert info.kafka_port != taken
+            assert second.health(info) == {"kafka": True, "mosquitto": True}
+            assert "Address already in use" in (stack_home / "kafka.log").read_text()
+        finally:
+            second.down()
