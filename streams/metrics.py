@@ -1,7 +1,7 @@
 """The worker's Prometheus metrics, one registry per app (no device ids as labels).
 
 The presence counters are updated by the agent. What Faust knows (consumer lag and offsets per
-partition, messages in and out, commits, rebalances) is read from Faust's plain `Monitor` when
+partition, messages read per topic, rebalances) is read from Faust's plain `Monitor` when
 Prometheus scrapes, by a collector: faust's own `PrometheusMonitor` updates labelled Prometheus
 metrics on every message and cost about a fifth of the worker's throughput (measured, see
 bench/worker_throughput.py), for figures the plain monitor keeps anyway.
@@ -36,8 +36,8 @@ class WorkerMetrics:
             registry=r,
         )
         self.send_errors = Counter(
-            "presence_worker_status_send_errors",
-            "status records Kafka did not take (the worker stops: at-least-once)",
+            "presence_worker_send_errors",
+            "records the agent wrote that Kafka did not take (the worker exits with status 75)",
             registry=r,
         )
         self.pending_deadlines = Gauge(
@@ -66,12 +66,6 @@ class FaustMonitorCollector(Collector):
         for topic, count in (m.messages_received_by_topic or {}).items():
             received.add_metric([topic], count)
         yield received
-        sent = CounterMetricFamily(
-            f"{prefix}_messages_sent", "messages sent to Kafka", labels=["topic"]
-        )
-        for topic, count in (m.messages_sent_by_topic or {}).items():
-            sent.add_metric([topic], count)
-        yield sent
         labels = ["topic", "partition"]
         lag = GaugeMetricFamily(
             f"{prefix}_consumer_lag", "end offset minus last read offset", labels=labels

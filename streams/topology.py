@@ -230,7 +230,8 @@ class Processor:
 
     A tick (from `presence.ticks`) fires the due deadlines of its partition's devices. A record
     that cannot be processed goes to the dead-letter topic with the reason; nothing is skipped
-    silently and nothing stops the agent.
+    silently and no record stops the agent (only Kafka refusing what the agent wrote does: see
+    `AgentOutput`).
     """
 
     def __init__(self, topology: Topology) -> None:
