@@ -37,8 +37,8 @@ from common import add_common_args, bench_stack, p50_p99
 from kafka import KafkaProducer
 
 from bridge.app import Bridge
-from bridge.config import load_bridge_settings
 from fleet.simulator import SCENARIOS, simulate
+from mqtt_presence.local_bridge import local_bridge_settings
 from mqtt_presence.stack import StackInfo
 from mqtt_presence.worker_process import WorkerProcess
 from streams.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
@@ -168,15 +168,13 @@ def latency(
         )
         for _ in range(workers)
     ]
-    settings = load_bridge_settings(
-        {},
-        mqtt_url=info.mqtt_url,
-        kafka_bootstrap=info.kafka_bootstrap,
+    settings = local_bridge_settings(
+        info,
         client_id=f"lat-bridge-{tag}",
         raw_topic=topics["raw"],
         dlq_topic=topics["dlq"],
+        topic_prefix=f"l-{tag}",
         partitions=PARTITIONS,
-        profiles=[{"kind": "json", "topic": f"l-{tag}/{{device}}/status"}],
     )
     bridge = Bridge(settings)
     thread = bridge.start_in_thread()

@@ -27,8 +27,8 @@ from rich.live import Live
 from rich.table import Table
 
 from bridge.app import Bridge
-from bridge.config import load_bridge_settings
 from fleet.live import KEEPALIVE_S, LiveDevice, LiveFleet
+from mqtt_presence.local_bridge import local_bridge_settings
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.worker_process import WorkerProcess, WorkerStartError
 from streams.kafka_topics import read_from_beginning
@@ -61,15 +61,13 @@ def _changes_out(port: int) -> int:
 def _start_bridge(
     info: StackInfo, topics: dict[str, str], tag: str
 ) -> tuple[Bridge, threading.Thread]:
-    settings = load_bridge_settings(
-        {},
-        mqtt_url=info.mqtt_url,
-        kafka_bootstrap=info.kafka_bootstrap,
+    settings = local_bridge_settings(
+        info,
         client_id=f"demo-bridge-{tag}",
         raw_topic=topics["raw"],
         dlq_topic=topics["dlq"],
+        topic_prefix=f"demo-{tag}",
         session_expiry_s=60,  # a demo leaves no lasting session behind
-        profiles=[{"kind": "json", "topic": f"demo-{tag}/{{device}}/status"}],
     )
     bridge = Bridge(settings)
     return bridge, bridge.start_in_thread()

@@ -17,7 +17,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.app import Bridge
-from bridge.config import BridgeSettings, load_bridge_settings
+from bridge.config import BridgeSettings
+from mqtt_presence.local_bridge import local_bridge_settings
 from mqtt_presence.stack import StackInfo
 
 
@@ -61,17 +62,15 @@ class Publisher:
 def bridge_settings(info: StackInfo, **overrides: Any) -> BridgeSettings:
     tag = unique("t")
     base: dict[str, Any] = {
-        "mqtt_url": info.mqtt_url,
-        "kafka_bootstrap": info.kafka_bootstrap,
         "client_id": f"bridge-{tag}",
         "raw_topic": f"raw-{tag}",
         "dlq_topic": f"dlq-{tag}",
-        "profiles": [{"kind": "json", "topic": f"{tag}/{{device}}/status"}],
+        "topic_prefix": tag,
         "reconnect_min_s": 0.2,
         "reconnect_max_s": 2.0,
         "partitions": 4,
     }
-    return load_bridge_settings({}, **{**base, **overrides})
+    return local_bridge_settings(info, **{**base, **overrides})
 
 
 def topic_prefix(settings: BridgeSettings) -> str:

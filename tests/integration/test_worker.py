@@ -139,7 +139,7 @@ class Workers:
             raw_topic=self.topics["raw"],
             dlq_topic=self.topics["dlq"],
             partitions=self.partitions,
-            profiles=[{"kind": "json", "topic": f"{self.topics['prefix']}/{{device}}/status"}],
+            topic_prefix=self.topics["prefix"],
         )
 
 
