@@ -28,9 +28,10 @@ from bridge.ack_window import AckWindow
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError, ConfigurationError
 from bridge.kafka_sink import KafkaSink
-from bridge.message import MqttMessage
+from bridge.message import MqttMessage, dead_letter
 from bridge.metrics import BridgeMetrics, serve
 from bridge.mqtt_source import MqttSource
+from bridge.poison import CrashMemory
 from bridge.profiles import build, subscriptions
 from bridge.translate import Translator
 from streams.presence import ConnectionEvent
@@ -64,6 +65,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.window = AckWindow()
         self.source = MqttSource(settings, filters, self)
+        self.crash_memory = CrashMemory(settings.crash_memory_file)
         self.sink: KafkaSink | None = None
         self.http_port: int | None = None
         self._stop = threading.Event()
@@ -123,6 +125,7 @@ class Bridge:
                 self.sink.close(timeout_s=1)
             if server is not None:
                 server.shutdown()
+            self.crash_memory.close()
 
     # --- MQTT listener ----------------------------------------------------------------------------
 
@@ -143,7 +146,17 @@ class Bridge:
         if self._draining or self.sink is None or self._kafka_error is not None:
             return  # not acknowledged: the broker delivers it again to our session
         self.metrics.received.inc()
-        record = self.translator.translate(msg)
+        if self.crash_memory.is_poison(msg):
+            record: ConnectionEvent | DeadLetterRecord = dead_letter(
+                msg,
+                "poison",
+                "the bridge process ended while handling this message on its previous "
+                "deliveries; passed on untouched",
+            )
+        else:
+            self.crash_memory.begin(msg)
+            record = self._translate(msg)
+            self.crash_memory.end(msg)
         if isinstance(record, ConnectionEvent):
             topic, key, value = self.settings.raw_topic, record.device.encode(), _encode(record)
         else:
@@ -160,6 +173,14 @@ class Bridge:
         else:  # QoS 0: nothing to acknowledge, and nothing the broker could deliver again
             pending.add_callback(lambda _metadata: self.metrics.produced.inc())
             pending.add_errback(lambda exc: log.error("QoS 0 message lost by Kafka: %s", exc))
+
+    def _translate(self, msg: MqttMessage) -> ConnectionEvent | DeadLetterRecord:
+        """The message's record; whatever goes wrong, a dead letter: never an exception."""
+        try:
+            return self.translator.translate(msg)
+        except Exception as exc:  # the translator catches its profiles' errors; this is a bug
+            log.exception("translating a message from %r failed", msg.topic)
+            return dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
 
     def _dead_letter(self, record: DeadLetterRecord) -> None:
         self.metrics.dead_letters.labels(record.reason).inc()

@@ -56,6 +56,10 @@ class BridgeSettings(FileTableSettings):
     http_port: int | None = Field(None, description="metrics and health; None: off, 0: any")
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    state_dir: Path | None = Field(
+        Path("~/.local/state/mqtt-presence/bridge"),
+        description="where the bridge remembers a message that ended its process (None: off)",
+    )
 
     @field_validator("mqtt_url")
     @classmethod
@@ -64,6 +68,14 @@ class BridgeSettings(FileTableSettings):
         if parsed.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parsed.hostname:
             raise ValueError(f"{value!r} is not mqtt://host:port or mqtts://host:port")
         return value
+
+    @property
+    def crash_memory_file(self) -> Path | None:
+        """One file per client id: two bridges on one machine never share it."""
+        if self.state_dir is None:
+            return None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.client_id)
+        return self.state_dir.expanduser() / f"{safe}.inflight"
 
     @property
     def mqtt_host(self) -> str:

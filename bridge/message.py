@@ -20,6 +20,7 @@ class MqttMessage:
     retain: bool = False
     dup: bool = False
     user_properties: dict[str, str] = field(default_factory=dict)
+    defect: str | None = None  # what is wrong with the packet itself (e.g. a topic not UTF-8)
 
 
 def dead_letter(

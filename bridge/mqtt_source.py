@@ -239,14 +239,21 @@ class MqttSource:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         props = getattr(message, "properties", None)
         user = dict(getattr(props, "UserProperty", []) or []) if props is not None else {}
+        defect = None
+        try:
+            topic = message.topic
+        except UnicodeDecodeError as exc:  # MQTT forbids it; not every broker checks
+            topic = message._topic.decode("utf-8", errors="replace")
+            defect = f"the topic is not UTF-8 ({exc})"
         msg = MqttMessage(
-            topic=message.topic,
+            topic=topic,
             payload=bytes(message.payload),
             received_at=time.time_ns() // 1_000_000,
             qos=message.qos,
             retain=bool(message.retain),
             dup=bool(message.dup),
             user_properties=user,
+            defect=defect,
         )
         self.delivered += 1
         self.listener.on_mqtt_message(msg, message.mid, message.qos)

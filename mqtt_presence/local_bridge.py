@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bridge.config import BridgeSettings, load_bridge_settings
@@ -27,5 +28,6 @@ def local_bridge_settings(
         "raw_topic": raw_topic,
         "dlq_topic": dlq_topic,
         "profiles": [{"kind": "json", "topic": f"{topic_prefix}/{{device}}/status"}],
+        "state_dir": Path(info.home) / "bridge",
     }
     return load_bridge_settings({}, **{**settings, **overrides})

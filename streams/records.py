@@ -20,6 +20,19 @@ from streams.presence.events import RAW_SCHEMA_VERSION, STATUS_SCHEMA_VERSION
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 DLQ_SCHEMA_VERSION = 1
 
+_encode = msgspec.json.Encoder().encode
+_decode_raw = msgspec.json.Decoder(ConnectionEvent).decode
+
+
+def check_raw(event: ConnectionEvent) -> ConnectionEvent:
+    """`event`, if a consumer of `presence.raw` can read it back; else `msgspec.ValidationError`
+    saying which value is out of range (the bounds are the record type's, checked on decode)."""
+    try:
+        _decode_raw(_encode(event))
+    except OverflowError as exc:  # an integer beyond what JSON encoders write
+        raise msgspec.ValidationError(f"an integer is out of range: {exc}") from exc
+    return event
+
 
 class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A message that could not be turned into a raw event or processed, with the reason and the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -10,8 +11,9 @@ from bridge.errors import ConfigurationError
 from bridge.message import Invalid, MqttMessage
 from bridge.topics import TopicPattern
 from streams.presence import ConnectionEvent, EventKind, SessionOrder, SessionToken
+from streams.presence.events import ID_PATTERN, MAX_ID_LENGTH
 
-MAX_DEVICE_ID = 256
+_ID = re.compile(ID_PATTERN)
 
 
 class ProfileSettingsBase(BaseModel):
@@ -61,7 +63,8 @@ def event_of(
 
 
 def check_device(device: str) -> str:
-    if not device or len(device) > MAX_DEVICE_ID or any(ord(c) < 32 for c in device):
+    """The device id, if the records can carry it (the rule of `ConnectionEvent.device`)."""
+    if len(device) > MAX_ID_LENGTH or not _ID.match(device):
         raise Invalid(
             "bad_device_id",
             f"device id {device[:80]!r} is empty, too long or has control characters",

@@ -39,7 +39,7 @@ class EmqxProfile:
             )
         try:
             body = _decode(msg.payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad bytes inside a string
             raise Invalid("bad_payload", f"not JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise Invalid("bad_payload", "expected a JSON object")

@@ -52,7 +52,7 @@ class JsonProfile:
         device = check_device(captures["device"])
         try:
             body = _decode(msg.payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad bytes inside a string
             raise Invalid("bad_payload", f"not JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise Invalid("bad_payload", f"expected a JSON object, got {type(body).__name__}")

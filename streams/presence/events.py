@@ -8,6 +8,7 @@ record is a clear `msgspec.ValidationError`), and can emit the JSON Schema of ea
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
 
@@ -15,6 +16,20 @@ RAW_SCHEMA_VERSION = 1
 STATUS_SCHEMA_VERSION = 1
 
 SessionToken = int | str
+
+# What every consumer of the records can represent: a signed 64-bit integer (Java's long, a
+# PostgreSQL bigint, the JSON numbers most parsers read exactly are narrower still, but Kafka's own
+# consumers are Java), and text without control characters. A record outside these is refused
+# where it is read (msgspec checks the bounds on decode), so the bridge, the worker and replay
+# apply one rule: the bridge checks what it writes by decoding it with the same type.
+INT64_MAX = 2**63 - 1
+MAX_ID_LENGTH = 256
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters (NUL, newline, DEL, ...)
+
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]  # ms since the epoch
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+WireToken = Count | DeviceId  # a session token as the records may carry it
 
 
 class EventKind(StrEnum):
@@ -77,13 +92,13 @@ REASON_OF_KIND = {
 class ConnectionEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One raw lifecycle message, normalised by a bridge profile. Record on `presence.raw`."""
 
-    device: str
+    device: DeviceId
     kind: EventKind
-    received_at: int  # ms since the epoch, when the bridge received it (the pipeline's clock)
-    session: SessionToken | None = None  # token of the connection this event belongs to
+    received_at: Millis  # when the bridge received it (the pipeline's clock)
+    session: WireToken | None = None  # token of the connection this event belongs to
     session_order: SessionOrder = SessionOrder.OPAQUE
-    event_time: int | None = None  # ms, the device's or broker's own time, if it sent one
-    seq: int | None = None  # a per-device message sequence number, if it sent one
+    event_time: Millis | None = None  # the device's or broker's own time, if it sent one
+    seq: Count | None = None  # a per-device message sequence number, if it sent one
     message_id: str | None = None  # an identity the source gives the message, if any
     reason: str | None = None  # the broker's reason for a disconnect (e.g. "takenover")
     retain: bool = False

@@ -222,3 +222,72 @@ def test_a_producer_abandoned_while_kafka_is_down_leaves_no_thread(
     sender.join(10)
     assert not sender.is_alive()
     assert not pending.succeeded()
+
+
+# A crash that no exception handler sees (a native library's fault, the OOM killer while parsing):
+# the harness ends the process the way such a crash would, on one message.
+CRASHING_BRIDGE = """
+import os, sys
+from bridge.translate import Translator
+real = Translator.translate
+def translate(self, msg):
+    if b"CRASH-ME" in msg.payload:
+        os._exit(3)
+    return real(self, msg)
+Translator.translate = translate
+from mqtt_presence.cli import main
+sys.argv = ["presence", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_message_that_ends_the_process_is_dead_lettered_instead_of_looping(
+    stack: StackInfo, bridge_process: tuple[list[str], dict[str, str], int], tmp_path: Path
+) -> None:
+    # The broker delivers an unacknowledged QoS 1 message again, DUP set, after each reconnect
+    # (MQTT 5.0 sections 3.3.1.1 and 4.4): without crash memory this loops forever.
+    cmd, names, port = bridge_process
+    config = Path(cmd[cmd.index("--config") + 1])
+    config.write_text(
+        config.read_text().replace(
+            "[bridge]\n", f"[bridge]\nstate_dir = {json.dumps(str(tmp_path / 'state'))}\n", 1
+        )
+    )
+    dlq = config.read_text().split('dlq_topic = "')[1].split('"')[0]
+    cmd = [sys.executable, "-c", CRASHING_BRIDGE, *cmd[3:]]
+    log = (tmp_path / "bridge.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    wait_healthy(port, proc)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("p"), protocol=mqtt.MQTTv5)
+    pub.connect(stack.mqtt_host, stack.mqtt_port)
+    pub.loop_start()
+    sent = []
+    for i in range(20):
+        if i == 10:
+            sent.append(pub.publish(f"{names['prefix']}/bad/status", b"CRASH-ME", qos=1))
+        body = json.dumps({"status": "online", "session": i})
+        sent.append(pub.publish(f"{names['prefix']}/d{i}/status", body, qos=1))
+    for info in sent:
+        info.wait_for_publish(10)
+    pub.disconnect()
+    pub.loop_stop()
+    crashes = 0
+    try:
+        deadline = time.monotonic() + 120
+        seen: Counter[int] = Counter()
+        while time.monotonic() < deadline and set(seen) != set(range(20)):
+            if proc.poll() is not None:
+                assert proc.returncode == 3, f"the bridge exited with {proc.returncode}"
+                crashes += 1
+                assert crashes <= 3, "the bridge keeps dying on the same message"
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            seen = sessions_in_kafka(stack, names["raw_topic"], set(range(20)), timeout=2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+    assert set(seen) == set(range(20))
+    assert crashes == 3  # the first delivery, then two redeliveries: then it is called poison
+    letters = [msgspec.json.decode(r.value) for r in read_topic(stack, dlq, 10**9, timeout=5)]
+    assert [(d["reason"], d["payload_base64"]) for d in letters] == [("poison", "Q1JBU0gtTUU=")]
+    assert "dead-letter topic" in (tmp_path / "bridge.log").read_text()

@@ -5,6 +5,7 @@ Each test is named after the field case it covers (PRODUCT.md section 1).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 import jsonschema
 import msgspec
 import pytest
+from kafka import KafkaProducer
 
 from bridge.app import Bridge
 from fleet.devices import MqttDevice
@@ -524,3 +526,77 @@ def test_an_agent_flapping_every_second_for_a_minute_gives_a_handful_of_changes(
     assert len(raw) >= 2 * session  # a birth and a will per cycle reached the pipeline
     assert len(changes) <= 5
     assert any(c.flapping for c in changes)
+
+
+# Field report of an operator's probe: one payload with the bytes \xff\xfe inside a JSON string
+# killed the bridge; the broker redelivered it after each restart (MQTT 5.0 section 4.4), so no
+# device got a status until someone removed the message. Any device, or anyone who can publish to
+# an anonymous broker, can send these.
+POISON = {
+    "not_utf8_in_a_string": b'{"status":"online","session":1,"note":"\xff\xfe"}',
+    "not_utf8_at_all": b"\xff\xfe\xfd",
+    "session_beyond_int64": b'{"status":"online","session":1180591620717411303424}',
+    "negative_session": b'{"status":"online","session":-1}',
+    "nul_in_session": b'{"status":"online","session":"boot\\u00007"}',
+    "time_beyond_int64": b'{"status":"online","session":1,"ts":1180591620717411303424}',
+    "negative_time": b'{"status":"online","session":1,"ts":-5}',
+    "deep_nesting": b'{"status":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+    "not_json": b"online",
+    "oversize": b'{"status":"online","pad":"' + b"x" * 70_000 + b'"}',
+}
+
+
+def test_poison_messages_between_good_births_stop_nothing(pipeline: Pipeline) -> None:
+    prefix = pipeline.topics["prefix"]
+    good = [unique("good") for _ in range(30)]
+    poisoners = {name: unique(f"poison-{name.replace('_', '-')}") for name in POISON}
+    pub = Publisher(pipeline.stack)
+    births = iter(good)
+    for name, payload in POISON.items():
+        for _ in range(3):
+            device = next(births)
+            pub.publish(f"{prefix}/{device}/status", json.dumps({"status": "online", "session": 1}))
+        pub.publish(f"{prefix}/{poisoners[name]}/status", payload)
+    pub.close()
+    # Garbage written straight into presence.raw, past the bridge: the worker's own boundary.
+    producer = KafkaProducer(bootstrap_servers=pipeline.stack.kafka_bootstrap)
+    straight = unique("straight")
+    producer.send(
+        pipeline.topics["raw"],
+        key=straight.encode(),
+        value=b'{"device":"%s","kind":"birth","received_at":-5}' % straight.encode(),
+    )
+    producer.send(pipeline.topics["raw"], key=b"x", value=b"\xff\xfe not a record")
+    producer.flush()
+    producer.close()
+
+    wait_for(lambda: all(pipeline.status_of(d) for d in good), 30, "every good birth applied")
+    assert all(pipeline.status_of(d)["status"] == "online" for d in good)  # type: ignore[index]
+    changes = {c.device for c in pipeline.changes()}
+    assert set(good) <= changes
+    assert not set(poisoners.values()) & changes
+    assert straight not in changes
+
+    letters = [
+        msgspec.json.decode(r.value)
+        for r in read_topic(pipeline.stack, pipeline.topics["dlq"], 10**9, 5)
+    ]
+    by_device = {
+        name: [d for d in letters if d["source"] != "worker" and f"/{device}/" in d["topic"]]
+        for name, device in poisoners.items()
+    }
+    missing = [name for name, found in by_device.items() if len(found) != 1]
+    assert not missing, f"not dead-lettered exactly once: {missing}"
+    reasons = {name: found[0]["reason"] for name, found in by_device.items()}
+    assert reasons["session_beyond_int64"] == "out_of_range"
+    assert reasons["nul_in_session"] == "out_of_range"
+    assert reasons["negative_time"] == "out_of_range"
+    assert reasons["not_utf8_in_a_string"] == "bad_payload"
+    assert reasons["oversize"] == "oversize"
+    for name, found in by_device.items():  # the original bytes, untouched
+        assert base64.b64decode(found[0]["payload_base64"]) == POISON[name], name
+    worker_letters = [d for d in letters if d["source"] == "worker"]
+    assert len(worker_letters) == 2
+    assert {d["reason"] for d in worker_letters} == {"bad_record"}
+    assert pipeline.bridge.health()["mqtt"]
+    assert pipeline.bridge.health()["kafka"]
