@@ -24,7 +24,7 @@ def bench_stack(home_arg: Path | None) -> Iterator[tuple[StackInfo, Path]]:
     """The stack in `home_arg`, or a fresh one in a temporary folder, stopped and removed after."""
     home = home_arg or Path(tempfile.mkdtemp(prefix="presence-bench-"))
     stack = LocalStack(home / "stack" if home_arg is None else home)
-    started = stack.info() is None
+    started = not stack.running()
     info = stack.up(progress=print)
     try:
         yield info, home

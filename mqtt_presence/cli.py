@@ -8,6 +8,7 @@ message and exit code 1 (no traceback for a problem the user can fix).
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -74,7 +75,10 @@ def stack_up(
     out.print(
         f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  (pid {info.mosquitto_pid})"
     )
-    out.print(f"home {info.home}; stop with `presence stack down`")
+    out.print(
+        f"home {info.home}; stop with `presence stack down` (keeps data and ports; "
+        "`--purge` discards them)"
+    )
 
 
 @stack_app.command("status")
@@ -110,12 +114,15 @@ def stack_status(
 @stack_app.command("down")
 def stack_down(
     home: HomeOption = None,
-    keep_data: Annotated[bool, typer.Option(help="Keep the brokers' data folders.")] = False,
+    purge: Annotated[
+        bool,
+        typer.Option(help="Also discard the brokers' data and ports (every topic, every session)."),
+    ] = False,
 ) -> None:
-    """Stop the processes the stack started (by pid) and discard its data."""
+    """Stop the processes the stack started (by pid). Data and ports stay for the next `up`."""
     stack = LocalStack(home)
     try:
-        stopped = stack.down(keep_data=keep_data)
+        stopped = stack.down(purge=purge)
     except StackError as exc:
         raise fail(str(exc)) from exc
     console.print(
@@ -123,6 +130,35 @@ def stack_down(
         if stopped
         else f"nothing was running in {stack.home}"
     )
+    console.print(
+        "data and ports discarded"
+        if purge
+        else "data and ports kept: `presence stack up` starts the same stack again "
+        "(`--purge` discards them)"
+    )
+
+
+class Part(StrEnum):
+    kafka = "kafka"
+    mosquitto = "mosquitto"
+
+
+@stack_app.command("restart")
+def stack_restart(
+    parts: Annotated[
+        list[Part] | None, typer.Argument(help="kafka, mosquitto (default: both)")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Stop and start parts of the stack in place: same ports, same data."""
+    stack = LocalStack(home)
+    try:
+        for part in parts or list(Part):
+            info = stack.restart(part.value, progress=console.log)
+    except StackError as exc:
+        raise fail(str(exc)) from exc
+    out.print(f"Kafka {info.kafka_bootstrap} (pid {info.kafka_pid})")
+    out.print(f"Mosquitto {info.mqtt_url} (pid {info.mosquitto_pid})")
 
 
 ConfigOption = Annotated[

@@ -76,7 +76,7 @@ def _start_bridge(
 def run_demo(
     stack: LocalStack, console: Console, duration: float, devices: int, keep_stack: bool
 ) -> None:
-    was_up = stack.info() is not None
+    was_up = stack.running()
     info = stack.up(progress=console.log)
     tag = uuid.uuid4().hex[:6]
     topics = {name: f"demo-{tag}.{name}" for name in ("raw", "status", "dlq", "ticks")}

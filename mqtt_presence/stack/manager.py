@@ -2,8 +2,11 @@
 
 `up` provisions what is missing (Mosquitto from apt, Kafka from Maven Central), starts both in
 sessions of their own so they outlive the command, waits for real client calls to succeed, and
-writes `stack.json` so other commands (and other processes) find the stack. `down` stops exactly the
-pids it recorded. Several stacks live side by side in different home folders.
+writes `stack.json` so other commands (and other processes) find the stack. A stack, once made,
+keeps its ports and its data: `up` on a stack whose parts died (or were stopped with `down`)
+starts only those parts again, in place; `restart` does it for one part on purpose; only
+`down(purge=True)` discards data and ports. `down` stops exactly the pids it recorded. Several
+stacks live side by side in different home folders.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from pathlib import Path
 import msgspec
 
 from mqtt_presence.stack import kafka, mosquitto
-from mqtt_presence.stack.errors import BrokerStartError, StackError
-from mqtt_presence.stack.ports import HOST, ensure_free, free_port
+from mqtt_presence.stack.errors import BrokerStartError, PortInUseError, StackError
+from mqtt_presence.stack.ports import HOST, bindable, ensure_free, free_port
 from mqtt_presence.stack.processes import pid_running, stop_pid
 
 STATE_FILE = "stack.json"
@@ -60,6 +63,16 @@ def _env_port(name: str) -> int | None:
     return int(value) if value else None
 
 
+def ensure_taken_by_nobody(port: int, what: str, home: Path) -> None:
+    """A stack's recorded port must still be free to start a part there again."""
+    if not bindable(port, reuse=True):
+        raise PortInUseError(
+            f"port {port}, where the stack in {home} keeps {what}, is taken by another "
+            "process; stop that process, or `presence stack down --purge` and `up` to make a "
+            "new stack on other ports (that discards its data)"
+        )
+
+
 def still_running(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
     """A check that `proc` has not exited (bound to this process, not to a loop variable)."""
     return lambda: proc.poll() is None
@@ -93,20 +106,74 @@ class LocalStack:
             "mosquitto": pid_running(info.mosquitto_pid, "mosquitto"),
         }
 
+    def running(self) -> bool:
+        """True when a stack is recorded here and both its brokers run."""
+        info = self.info()
+        return info is not None and all(self.health(info).values())
+
     def up(
         self,
         kafka_port: int | None = None,
         mqtt_port: int | None = None,
         progress: Progress = lambda _m: None,
     ) -> StackInfo:
-        """Start the stack, or return the one already running in this home."""
+        """Start the stack; if one is recorded here, start only its parts that are down, on
+        their ports and with their data (never new ports, never an empty broker)."""
         current = self.info()
         if current is not None:
-            if all(self.health(current).values()):
-                progress(f"the stack in {self.home} is already up")
-                return current
-            progress("found a stack that is no longer running; cleaning it up")
-            self.down()
+            return self._resume(current, kafka_port, mqtt_port, progress)
+        return self._create(kafka_port, mqtt_port, progress)
+
+    def _resume(
+        self,
+        info: StackInfo,
+        kafka_port: int | None,
+        mqtt_port: int | None,
+        progress: Progress,
+    ) -> StackInfo:
+        for asked, recorded, what in (
+            (kafka_port, info.kafka_port, "Kafka"),
+            (mqtt_port, info.mqtt_port, "MQTT"),
+        ):
+            if asked and asked != recorded:
+                raise StackError(
+                    f"the stack in {self.home} has {what} on port {recorded}, not {asked}; "
+                    "leave the flag out to start it where it was, or `presence stack down "
+                    "--purge` first to make a new one (that discards its data)"
+                )
+        health = self.health(info)
+        if all(health.values()):
+            progress(f"the stack in {self.home} is already up")
+            return info
+        if not health["mosquitto"]:
+            progress(
+                f"Mosquitto is not running: starting it again on port {info.mqtt_port} "
+                "with its data"
+            )
+            info = self.start_mosquitto()
+        if not health["kafka"]:
+            progress(
+                f"Kafka is not running: starting it again on port {info.kafka_port} with its data"
+            )
+            info = self.start_kafka()
+        return info
+
+    def restart(self, part: str, progress: Progress = lambda _m: None) -> StackInfo:
+        """Stop one part ("kafka" or "mosquitto") if it runs and start it again in place."""
+        info = self._require_info()
+        if part == "kafka":
+            progress(f"restarting Kafka on port {info.kafka_port}")
+            stop_pid(info.kafka_pid, kafka.MAIN_CLASS)
+            return self.start_kafka()
+        if part == "mosquitto":
+            progress(f"restarting Mosquitto on port {info.mqtt_port}")
+            stop_pid(info.mosquitto_pid, "mosquitto")
+            return self.start_mosquitto()
+        raise StackError(f"no part named {part!r}: kafka or mosquitto")
+
+    def _create(
+        self, kafka_port: int | None, mqtt_port: int | None, progress: Progress
+    ) -> StackInfo:
         kafka_port = kafka_port or _env_port("PRESENCE_KAFKA_PORT")
         mqtt_port = mqtt_port or _env_port("PRESENCE_MQTT_PORT")
         kport = ensure_free(kafka_port, "Kafka") if kafka_port else free_port()
@@ -161,8 +228,9 @@ class LocalStack:
         self.state_path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
         return info
 
-    def down(self, keep_data: bool = False) -> list[int]:
-        """Stop the recorded processes (only those) and forget the stack; returns stopped pids."""
+    def down(self, purge: bool = False) -> list[int]:
+        """Stop the recorded processes (only those); returns the pids stopped. The stack keeps
+        its ports and data for the next `up`, unless `purge`: then both are forgotten."""
         info = self.info()
         stopped: list[int] = []
         if info is not None:
@@ -172,19 +240,21 @@ class LocalStack:
             ):
                 if stop_pid(pid, marker):
                     stopped.append(pid)
+        if purge:
             self.state_path.unlink(missing_ok=True)
-        if not keep_data:
             for data in ("kafka-data", "mosquitto-data"):
                 shutil.rmtree(self.home / data, ignore_errors=True)
         return stopped
 
-    # Restarting one broker in place (same ports, same data): failure tests use these.
+    # One broker at a time, in place (same ports, same data).
     def stop_kafka(self) -> None:
         info = self._require_info()
         stop_pid(info.kafka_pid, kafka.MAIN_CLASS)
 
     def start_kafka(self) -> StackInfo:
         info = self._require_info()
+        ensure_taken_by_nobody(info.kafka_port, "Kafka", self.home)
+        ensure_taken_by_nobody(info.kafka_controller_port, "Kafka's controller", self.home)
         classpath = kafka.resolve_classpath()
         conf = kafka.prepare(self.home, classpath, info.kafka_port, info.kafka_controller_port)
         proc = kafka.start(self.home, classpath, conf)
@@ -197,8 +267,9 @@ class LocalStack:
 
     def start_mosquitto(self) -> StackInfo:
         info = self._require_info()
+        ensure_taken_by_nobody(info.mqtt_port, "MQTT", self.home)
         binary = mosquitto.ensure_installed()
-        conf = self.home / "mosquitto.conf"
+        conf = mosquitto.prepare(self.home, info.mqtt_port)  # today's settings, same data
         proc = mosquitto.start(binary, self.home, conf)
         mosquitto.wait_ready(
             info.mqtt_port, lambda: proc.poll() is None, self.home / "mosquitto.log"

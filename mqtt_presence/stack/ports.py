@@ -19,8 +19,12 @@ def ephemeral_low() -> int:
         return 32768
 
 
-def bindable(port: int) -> bool:
+def bindable(port: int, reuse: bool = False) -> bool:
+    """True if a server could bind `port` on 127.0.0.1 now. `reuse`: as servers do, with
+    SO_REUSEADDR, so that the connections a killed broker left in TIME_WAIT do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

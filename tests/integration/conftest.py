@@ -21,7 +21,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     stack = LocalStack(tmp_path_factory.mktemp("stack"))
     stack.up(progress=lambda msg: print(f"[stack] {msg}"))
     yield stack
-    stack.down()
+    stack.down(purge=True)
 
 
 @pytest.fixture(scope="session")

@@ -175,7 +175,7 @@ def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
     try:
         yield stack
     finally:
-        stack.down()
+        stack.down(purge=True)
 
 
 def test_kafka_stopped_for_a_while_and_started_again_loses_nothing(own_stack: LocalStack) -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
 from kafka.partitioner.default import murmur2
 
 from mqtt_presence.stack import LocalStack, PortInUseError, StackInfo, manager, ports
@@ -127,7 +132,7 @@ def test_two_stacks_side_by_side_and_down_leaves_no_process(
         assert reported["mqtt_port"] == info.mqtt_port
         assert reported["up"] is True
     finally:
-        stopped = second.down()
+        stopped = second.down(purge=True)
     assert sorted(stopped) == sorted([info.kafka_pid, info.mosquitto_pid])
     assert not pid_running(info.kafka_pid, "kafka.Kafka")
     assert not pid_running(info.mosquitto_pid, "mosquitto")
@@ -161,4 +166,95 @@ def test_a_port_taken_after_it_was_picked_is_picked_again(
             assert second.health(info) == {"kafka": True, "mosquitto": True}
             assert "Address already in use" in (stack_home / "kafka.log").read_text()
         finally:
-            second.down()
+            second.down(purge=True)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mqtt_presence", "stack", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+
+
+def kafka_records(info: StackInfo, topic: str) -> list[bytes]:
+    return [r.value for r in read_topic(info, topic, 10**9, timeout=5)]
+
+
+def retained(info: StackInfo, topic: str) -> bytes | None:
+    got: list[bytes] = []
+    sub = Publisher(info)
+    sub.client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    sub.client.subscribe(topic, qos=1)
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sub.close()
+    return got[0] if got else None
+
+
+def test_up_after_a_part_died_starts_only_that_part_in_place_and_keeps_every_record(
+    stack_home: Path,
+) -> None:
+    # An operator's probe: Mosquitto was killed, `presence stack up` stopped the healthy Kafka,
+    # deleted both brokers' data (13 MB to 32 KB) and started both on new ports. Docker Compose,
+    # the model operators know, does the opposite: `up` starts what is not running and keeps
+    # volumes; only `down -v` removes them.
+    second = LocalStack(stack_home)
+    info = second.up()
+    try:
+        topic = unique("kept")
+        admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
+        admin.create_topics([NewTopic(topic, 1, 1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=info.kafka_bootstrap, acks="all")
+        producer.send(topic, b"record-1").get(timeout=10)
+        producer.close()
+        pub = Publisher(info)
+        pub.publish(f"{topic}/retained", b"still here", retain=True)
+        pub.close()
+        time.sleep(1.5)  # Mosquitto's autosave interval
+
+        os.kill(info.mosquitto_pid, signal.SIGKILL)
+        up = cli("up", "--home", str(stack_home))
+        assert up.returncode == 0, up.stderr
+        assert "Mosquitto is not running: starting it again" in up.stderr
+        after = second.info()
+        assert after is not None
+        assert after.kafka_pid == info.kafka_pid  # the healthy part was not touched
+        assert after.mosquitto_pid != info.mosquitto_pid
+        assert (after.kafka_port, after.mqtt_port) == (info.kafka_port, info.mqtt_port)
+        assert retained(after, f"{topic}/retained") == b"still here"
+        assert kafka_records(after, topic) == [b"record-1"]
+
+        os.kill(after.kafka_pid, signal.SIGKILL)
+        up = cli("up", "--home", str(stack_home))
+        assert up.returncode == 0, up.stderr
+        assert "Kafka is not running: starting it again" in up.stderr
+        again = second.info()
+        assert again is not None
+        assert again.mosquitto_pid == after.mosquitto_pid
+        assert again.kafka_port == info.kafka_port
+        assert kafka_records(again, topic) == [b"record-1"]
+
+        down = cli("down", "--home", str(stack_home))
+        assert down.returncode == 0, down.stderr
+        assert second.health(again) == {"kafka": False, "mosquitto": False}
+        restarted = second.up()
+        assert (restarted.kafka_port, restarted.mqtt_port) == (info.kafka_port, info.mqtt_port)
+        assert kafka_records(restarted, topic) == [b"record-1"]
+
+        restart = cli("restart", "mosquitto", "--home", str(stack_home))
+        assert restart.returncode == 0, restart.stderr
+        last = second.info()
+        assert last is not None
+        assert last.mosquitto_pid != restarted.mosquitto_pid
+        assert last.kafka_pid == restarted.kafka_pid
+        assert retained(last, f"{topic}/retained") == b"still here"
+    finally:
+        purge = cli("down", "--purge", "--home", str(stack_home))
+    assert purge.returncode == 0, purge.stderr
+    assert second.info() is None
+    assert not (stack_home / "kafka-data").exists()
