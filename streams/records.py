@@ -31,6 +31,8 @@ def check_raw(event: ConnectionEvent) -> ConnectionEvent:
         _decode_raw(_encode(event))
     except OverflowError as exc:  # an integer beyond what JSON encoders write
         raise msgspec.ValidationError(f"an integer is out of range: {exc}") from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from the JSON escape "\ud800"
+        raise msgspec.ValidationError(f"a string is not writable as UTF-8: {exc}") from exc
     return event
 
 
