@@ -363,6 +363,7 @@ def worker_command(
 
     from streams.app import create_app, declare_topics  # noqa: PLC0415
     from streams.config import load_worker_settings  # noqa: PLC0415
+    from streams.local_state import prepare_table_dir, read_identity  # noqa: PLC0415
 
     try:
         data = load_file(config)
@@ -381,7 +382,12 @@ def worker_command(
     except (ConfigError, ValidationError) as exc:
         raise fail(f"bad worker configuration: {exc}") from exc
     declare_topics(settings)
-    faust_app, _ = create_app(settings, core)
+    faust_app, topology = create_app(settings, core)
+    if settings.store == "rocksdb":
+        prepare_table_dir(
+            Path(faust_app.conf.tabledir),
+            read_identity(settings.kafka_bootstrap, topology.table.changelog_topic_name),
+        )
     Worker(faust_app, loglevel="DEBUG" if verbose else "INFO").execute_from_commandline()
 
 

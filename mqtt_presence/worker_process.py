@@ -39,6 +39,7 @@ class WorkerProcess:
         grace_ms: int | None = None,
         tick_interval_s: float = 0.5,
         session_timeout_s: float | None = None,
+        data_dir: Path | None = None,
     ) -> WorkerProcess:
         """Start a worker on `topics` (raw, status, dlq, ticks); see `wait_ready`."""
         port = free_port()
@@ -50,7 +51,7 @@ class WorkerProcess:
             "ticks_topic": topics["ticks"],
             "partitions": partitions,
             "store": store,
-            "data_dir": str(home / f"data-{port}"),
+            "data_dir": str(data_dir or home / f"data-{port}"),
             "web_port": port,
             "tick_interval_s": tick_interval_s,
         }

@@ -40,6 +40,7 @@ def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.
         "datadir": str(settings.data_dir),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
+        "web_bind": settings.web_bind,  # Faust's default is every interface
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         "canonical_url": settings.canonical_url

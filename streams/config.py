@@ -29,7 +29,12 @@ class WorkerSettings(FileTableSettings):
     replication_factor: int = Field(1, ge=1)
     store: Literal["rocksdb", "memory"] = "rocksdb"
     data_dir: Path = Path("~/.local/state/mqtt-presence/worker").expanduser()
-    web_host: str = "127.0.0.1"
+    web_bind: str = Field(
+        "127.0.0.1",
+        description="address the HTTP API listens on (0.0.0.0: every interface; it has no "
+        "authentication, so only where the network is yours)",
+    )
+    web_host: str = Field("127.0.0.1", description="host name in this worker's own URL")
     web_port: int = Field(6066, ge=0, le=65535)
     canonical_url: str | None = Field(
         None, description="how other workers reach this one (default http://web_host:web_port)"

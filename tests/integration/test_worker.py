@@ -25,10 +25,10 @@ from kafka import KafkaProducer
 
 from bridge.app import Bridge
 from fleet.devices import MqttDevice
-from mqtt_presence.stack import StackInfo
+from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.stack.ports import free_port
 from mqtt_presence.worker_process import WorkerProcess
-from streams.presence import ConnectionEvent, EventKind, StatusChange
+from streams.presence import ConnectionEvent, EventKind, SessionOrder, StatusChange
 from streams.records import schema_path
 from streams.topology import EXIT_RESTART_ME
 
@@ -600,3 +600,86 @@ def test_poison_messages_between_good_births_stop_nothing(pipeline: Pipeline) ->
     assert {d["reason"] for d in worker_letters} == {"bad_record"}
     assert pipeline.bridge.health()["mqtt"]
     assert pipeline.bridge.health()["kafka"]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of TCP sockets listening on `port` (Linux /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_the_http_api_listens_on_loopback_only_by_default(pipeline: Pipeline) -> None:
+    # It has no authentication; Faust's own default (web_bind) is every interface.
+    assert listening_addresses(pipeline.port) == {"0100007F"}  # 127.0.0.1, nothing else
+
+
+def test_local_table_data_of_a_purged_kafka_is_rebuilt_not_a_crash(stack_home: Path) -> None:
+    # Seen by an operator: `presence worker` keeps RocksDB data in its data_dir; the local stack
+    # was made anew (new cluster, empty topics) and the next worker died in table recovery with
+    # Faust's ConsistencyError ("persisted offset ... is higher than the last offset").
+    local = LocalStack(stack_home / "stack")
+    data_dir = stack_home / "worker-data"
+    workers_home = stack_home / "workers"
+    workers_home.mkdir(parents=True)
+    topics = {"raw": "raw", "status": "status", "dlq": "dlq", "ticks": "ticks", "prefix": "p"}
+
+    def run_worker_with(devices: list[str]) -> tuple[WorkerProcess, str]:
+        info = local.up()
+        worker = WorkerProcess.start(
+            info.kafka_bootstrap,
+            workers_home,
+            topics,
+            "app",
+            partitions=2,
+            store="rocksdb",
+            data_dir=data_dir,
+        ).wait_ready()
+        producer = KafkaProducer(bootstrap_servers=info.kafka_bootstrap)
+        for device in devices:
+            event = ConnectionEvent(
+                device=device,
+                kind=EventKind.BIRTH,
+                received_at=int(time.time() * 1000),
+                session=1,
+                session_order=SessionOrder.COUNTER,
+            )
+            producer.send("raw", key=device.encode(), value=msgspec.json.encode(event))
+        producer.close()
+
+        def applied() -> bool:
+            for device in devices:
+                try:
+                    with urllib.request.urlopen(f"{worker.url}/devices/{device}", timeout=2):
+                        pass
+                except urllib.error.URLError:
+                    return False
+            return True
+
+        wait_for(applied, 30, "the births to be applied")
+        return worker, worker.log.read_text()
+
+    try:
+        first, _ = run_worker_with([f"old-{i}" for i in range(20)])
+        first.stop()
+        local.down(purge=True)  # a new Kafka: every topic and offset starts again at 0
+        second, log = run_worker_with(["new-0"])
+        try:
+            assert "is not this Kafka's" in log
+            assert "it belongs to Kafka cluster" in log
+            with pytest.raises(urllib.error.HTTPError) as gone:
+                urllib.request.urlopen(f"{second.url}/devices/old-0", timeout=2)
+            assert gone.value.code == 404
+        finally:
+            second.stop()
+        # The same Kafka again: the local data is kept (a restart does not rebuild needlessly).
+        third, log = run_worker_with(["new-1"])
+        third.stop()
+        assert "is not this Kafka's" not in log
+    finally:
+        local.down(purge=True)

@@ -58,3 +58,11 @@ def test_the_mounted_config_validates() -> None:
     worker = load_worker_settings(data)
     assert (worker.partitions, worker.store) == (settings.partitions, "rocksdb")
     assert presence_config(data).offline_grace_ms == 5000
+
+
+def test_nothing_unauthenticated_is_published_beyond_this_host() -> None:
+    # An anonymous Mosquitto on every interface lets anyone publish wills for any device; the
+    # workers' HTTP API has no authentication either.
+    for name, service in compose()["services"].items():
+        for mapping in service.get("ports", []):
+            assert str(mapping).startswith("127.0.0.1:"), f"{name} publishes {mapping}"
