@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bridge.profiles import ProfileSettings
@@ -22,7 +22,11 @@ from mqtt_presence.settings import FileTableSettings
 class BridgeSettings(FileTableSettings):
     TABLE = "bridge"
     model_config = SettingsConfigDict(
-        env_prefix="PRESENCE_BRIDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="PRESENCE_BRIDGE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,  # an error must not print a password it was given
     )
 
     # MQTT
@@ -60,6 +64,32 @@ class BridgeSettings(FileTableSettings):
         Path("~/.local/state/mqtt-presence/bridge"),
         description="where the bridge remembers a message that ended its process (None: off)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_the_url(cls, data: Any) -> Any:
+        """`mqtt://user:password@host` works as operators expect: the credentials are used
+        (as `username` / `password`) and the URL kept without them, so that no log or metric
+        that shows the URL ever shows a password."""
+        if not isinstance(data, dict) or not isinstance(data.get("mqtt_url"), str):
+            return data
+        parsed = urlparse(data["mqtt_url"])
+        if parsed.username is None and parsed.password is None:
+            return data
+        data = dict(data)
+        for key, value in (("username", parsed.username), ("password", parsed.password)):
+            if value is None:
+                continue
+            given = data.get(key)
+            given = given.get_secret_value() if isinstance(given, SecretStr) else given
+            if given is not None and given != unquote(value):
+                raise ValueError(f"mqtt_url and {key} give two different {key}s; give one")
+            data[key] = unquote(value)
+        netloc = parsed.hostname or ""
+        if parsed.port is not None:
+            netloc += f":{parsed.port}"
+        data["mqtt_url"] = parsed._replace(netloc=netloc).geturl()
+        return data
 
     @field_validator("mqtt_url")
     @classmethod

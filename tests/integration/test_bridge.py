@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
 import threading
 import urllib.request
@@ -289,3 +290,14 @@ def test_bad_credentials_stop_the_bridge_with_a_clear_error(
     right = bridge_settings(stack, mqtt_url=url, username="bridge", password="right-password")
     with running_bridge(right) as bridge:
         assert bridge.health()["mqtt"]
+
+
+def test_credentials_in_the_url_get_in_and_never_reach_the_log(
+    stack: StackInfo, password_mosquitto: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"mqtt://bridge:right-password@127.0.0.1:{password_mosquitto}"
+    with running_bridge(bridge_settings(stack, mqtt_url=url)) as bridge:
+        assert bridge.health()["mqtt"]  # the broker refuses anonymous clients
+    assert "connected to MQTT" in caplog.text
+    assert "right-password" not in caplog.text

@@ -50,3 +50,23 @@ def test_bad_settings_are_refused_clearly(bad: dict[str, object]) -> None:
 def test_mqtt_url_parts() -> None:
     s = load_bridge_settings({}, mqtt_url="mqtts://broker.example:8884")
     assert (s.mqtt_host, s.mqtt_port, s.mqtt_tls) == ("broker.example", 8884, True)
+
+
+def test_credentials_in_the_url_are_used_and_kept_out_of_the_url() -> None:
+    # An operator's probe: `--mqtt-url mqtt://user:password@host` was logged verbatim and the
+    # bridge then connected anonymously. RFC 3986 section 3.2.1: userinfo, percent-encoded.
+    s = load_bridge_settings({}, mqtt_url="mqtt://bridge:p%40ss@broker.example:1884")
+    assert s.mqtt_url == "mqtt://broker.example:1884"
+    assert s.username == "bridge"
+    assert s.password is not None
+    assert s.password.get_secret_value() == "p@ss"
+    assert "p@ss" not in repr(s)
+    assert "p%40ss" not in repr(s)
+
+
+def test_two_different_passwords_are_refused_without_printing_either() -> None:
+    with pytest.raises(ValidationError) as refused:
+        load_bridge_settings({}, mqtt_url="mqtt://u:secret-one@h", password="secret-two")
+    assert "two different passwords" in str(refused.value)
+    assert "secret-one" not in str(refused.value)
+    assert "secret-two" not in str(refused.value)
