@@ -23,7 +23,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from paho.mqtt.properties import Properties
 
 from mqtt_presence.stack import mosquitto
 from mqtt_presence.stack.ports import HOST, free_port
+from mqtt_presence.stack.processes import stop_pid
 
 SETTINGS = {  # name: (autosave_interval, autosave_on_changes)
     "every 1 s (before)": (1, False),
@@ -68,45 +68,56 @@ def one_run(binary: Path, messages: int, interval: int, on_changes: bool) -> tup
     with tempfile.TemporaryDirectory(prefix="presence-mosq-") as tmp:
         home, port = Path(tmp), free_port()
         pid = start(binary, home, port, interval, on_changes)
-        sub = client(port, SESSION, clean_start=False)
-        sub.loop_start()
-        sub.subscribe("bench/+/status", qos=1)
-        time.sleep(0.3)
-        sub.disconnect()
-        sub.loop_stop()
+        try:
+            acked, rate = fill_then_crash(port, pid, messages)
+            pid = start(binary, home, port, interval, on_changes)
+            return acked, len(drain(port)), rate
+        finally:
+            stop_pid(pid, "mosquitto", timeout=5)  # also when a run fails half-way
 
-        pub = client(port, "bench-publisher", clean_start=True)
-        pub.loop_start()
-        began = time.perf_counter()
-        infos: list[mqtt.MQTTMessageInfo] = []
-        for first in range(0, messages, CHUNK):  # fewer outstanding than paho's 65535 ids
-            chunk = [
-                pub.publish(f"bench/d{i % 500}/status", f'{{"status":"online","session":{i}}}', 1)
-                for i in range(first, min(messages, first + CHUNK))
-            ]
-            for info in chunk:
-                info.wait_for_publish(timeout=60)
-            infos += chunk
-        rate = messages / (time.perf_counter() - began)
-        acked = sum(1 for info in infos if info.is_published())
-        os.kill(pid, signal.SIGKILL)  # right after the last PUBACK
-        pub.loop_stop()
 
-        pid = start(binary, home, port, interval, on_changes)
-        got: set[bytes] = set()
-        sub = client(port, SESSION, clean_start=False)
-        sub.on_message = lambda _c, _u, m: got.add(bytes(m.payload))
-        sub.loop_start()
-        last, seen = time.monotonic(), -1
-        while time.monotonic() - last < 2.0:  # until nothing more arrives for 2 s
-            if len(got) != seen:
-                seen, last = len(got), time.monotonic()
-            time.sleep(0.1)
-        sub.disconnect()
-        sub.loop_stop()
-        os.kill(pid, signal.SIGTERM)
-        subprocess.run(["sleep", "0.2"], check=False)
-        return acked, len(got), rate
+def fill_then_crash(port: int, pid: int, messages: int) -> tuple[int, float]:
+    """A persistent session that is away, N acknowledged births for it, then SIGKILL."""
+    sub = client(port, SESSION, clean_start=False)
+    sub.loop_start()
+    sub.subscribe("bench/+/status", qos=1)
+    time.sleep(0.3)
+    sub.disconnect()
+    sub.loop_stop()
+
+    pub = client(port, "bench-publisher", clean_start=True)
+    pub.loop_start()
+    began = time.perf_counter()
+    infos: list[mqtt.MQTTMessageInfo] = []
+    for first in range(0, messages, CHUNK):  # fewer outstanding than paho's 65535 ids
+        chunk = [
+            pub.publish(f"bench/d{i % 500}/status", f'{{"status":"online","session":{i}}}', 1)
+            for i in range(first, min(messages, first + CHUNK))
+        ]
+        for info in chunk:
+            info.wait_for_publish(timeout=60)
+        infos += chunk
+    rate = messages / (time.perf_counter() - began)
+    acked = sum(1 for info in infos if info.is_published())
+    os.kill(pid, signal.SIGKILL)  # right after the last PUBACK
+    pub.loop_stop()
+    return acked, rate
+
+
+def drain(port: int) -> set[bytes]:
+    """What the session gets back, until nothing more arrives for 2 s."""
+    got: set[bytes] = set()
+    sub = client(port, SESSION, clean_start=False)
+    sub.on_message = lambda _c, _u, m: got.add(bytes(m.payload))
+    sub.loop_start()
+    last, seen = time.monotonic(), -1
+    while time.monotonic() - last < 2.0:
+        if len(got) != seen:
+            seen, last = len(got), time.monotonic()
+        time.sleep(0.1)
+    sub.disconnect()
+    sub.loop_stop()
+    return got
 
 
 def main() -> None:
