@@ -16,11 +16,57 @@ depend on how ticks are spaced.
 
 `step` does the work and can also say, in words, what it decided and why (`presence replay
 --explain`); `transition` is the same without the words.
+
+The session rules, as devices and brokers really behave (each rule's source is cited beside its
+test in tests/unit/presence/test_sessions.py):
+
+- One clock. Order and deadlines run on the bridge's receive time. A device's or broker's own
+  time (`event_time`) is compared only with times from the same device, never with receive time.
+- Repeats. The same record twice (a worker processing it again after a restart: same content,
+  same receive time) is dropped. A message flagged DUP (MQTT 5.0 3.3.1.1: a redelivery) whose
+  content (kind, token, device time, sequence, id, topic) was seen is dropped. A message without
+  the flag is never a repeat: the broker does not forward the publisher's DUP (3.3.1.1), so a
+  device's own retry arrives like a new message, and it was sent on a live connection anyway.
+  Fingerprints are 64-bit (XXH3): no realistic chance of calling a real message a repeat, and a
+  device that crafted collisions could only hide its own messages (memory is per device).
+- Retained messages (retain set on delivery: sent because of a new subscription, MQTT 5.0
+  3.3.1.3) are the broker's memory, not news: they set the status of a device never seen, and
+  are ignored for any other.
+- A will, graceful offline or disconnect closes the device only if its token is the current
+  session's (the Sparkplug 3.0 host rule: an NDEATH counts only if its bdSeq equals the bdSeq of
+  the node's current NBIRTH), whatever the numbers say of older and newer: counters restart,
+  clocks are reset, broker nodes disagree. A will of another token is stale, with one exception:
+  when both carry device times and the will's is later than the current birth's, a later
+  connection came and died before its birth arrived (a broker-cluster race), and the device is
+  offline. A will of a token never seen born is remembered: its birth, when it comes, is late
+  and opens a session that is already over.
+- A birth (or broker connect) opens the current session. Against an open session, device times
+  decide when both are present; without them, counters follow token order (an older counter is a
+  late birth: its connection is over), and Sparkplug bdSeq, timestamps and opaque ids follow
+  receive order (Sparkplug's own rule: every NBIRTH starts the node's session; a timestamp token
+  is a clock, and clocks are reset and disagree across broker nodes), except a token already
+  seen born and replaced, which is a late birth. Against a closed
+  session, receive order: a birth after a will is a device that is back, whatever its token
+  (boot counters are reused across reconnects, counters restart at 0, clocks reset), unless it is
+  the late birth of a will seen before it. A redelivered (DUP) birth is news only when its device
+  time proves it newer: a redelivery can be arbitrarily old.
+- Without tokens: receive order, with the keepalive rule (a will sooner than the keepalive after
+  the latest birth is the previous connection's) and signs of life.
+
+What tokens cannot protect against: without device times, a counter that restarts while its old
+session is still open is taken for a late birth until that session's will arrives (the restarted
+device shows offline until its next birth or sign of life); a will that overtakes its own birth
+on a broker cluster, without device times, is stale until that birth comes; without tokens, a
+stale will that arrives later than the keepalive after the new birth takes a live device
+offline until its next sign of life.
 """
 
 from __future__ import annotations
 
-import zlib
+from enum import Enum
+
+import msgspec
+import xxhash
 
 from streams.presence.config import PresenceConfig
 from streams.presence.events import (
@@ -29,6 +75,7 @@ from streams.presence.events import (
     EventKind,
     Input,
     Reason,
+    SessionOrder,
     SessionToken,
     Status,
     StatusChange,
@@ -44,6 +91,9 @@ def _copy(state: DeviceState) -> DeviceState:
     """A shallow copy (msgspec's C `__copy__`; the machine mutates only the copy)."""
     return state.__copy__()  # type: ignore[attr-defined, no-any-return]
 
+
+_pack = msgspec.msgpack.Encoder().encode  # a stable, typed encoding of a fingerprint's fields
+_xxh64 = xxhash.xxh3_64_intdigest  # XXH3, 64 bits: stable across processes, unlike hash()
 
 # Module constants: in the hot path, enum members and sets are cheaper looked up here.
 _ACTIVITY = EventKind.ACTIVITY
@@ -72,26 +122,32 @@ def step(
         _fire_deadlines(s, config, changes, notes)
         return s, changes, notes
 
-    s = _copy(state) if state is not None else DeviceState(device=event.device)
-    now = event.received_at
-    now = max(now, s.clock)
+    s = state.__copy__() if state is not None else DeviceState(device=event.device)  # type: ignore[attr-defined]
+    received = event.received_at
+    now = received if received > s.clock else s.clock
     s.clock = now
-    _fire_deadlines(s, config, changes, notes)
+    if s.due is not None or s.release_due is not None or config.inactivity_timeout_ms:
+        _fire_deadlines(s, config, changes, notes)
     emitted_before = len(changes)
 
-    fp = fingerprint(event)
-    if fp in s.recent:
+    e = event
+    fp = _xxh64(_pack((e.kind, e.session, e.event_time, e.seq, e.message_id, e.topic, e.reason)))
+    # ^ fingerprint(event), inlined: this is the hot path
+    recent = s.recent
+    repeat = _repeat_of(s, fp, event) if fp in recent else None
+    if repeat is not None:
         if notes is not None:
-            notes.append(f"{event.kind} dropped: a repeat of a message already seen")
+            notes.append(f"{event.kind} dropped: {repeat}")
     else:
-        if config.dedup_memory:
-            s.recent = (*s.recent, fp)[-config.dedup_memory :]
+        keep = config.dedup_memory
+        if keep:
+            s.recent = (*recent, fp, received)[-2 * keep :]
         kind = event.kind
-        if kind is _ACTIVITY:
-            _on_activity(s, event, now, config, changes, notes)
-        elif event.retain and event.session is None and s.observed is not None:
+        if event.retain and s.observed is not None:
             if notes is not None:
-                notes.append(f"retained {kind} ignored: a replay of an old state, not news")
+                notes.append(f"retained {kind} ignored: the broker's memory, not news")
+        elif kind is _ACTIVITY:
+            _on_activity(s, event, now, config, changes, notes)
         elif kind in _OPENING:
             _on_open(s, event, now, config, changes, notes)
         else:
@@ -134,19 +190,21 @@ def last_change(state: DeviceState) -> StatusChange | None:
 
 
 def fingerprint(event: ConnectionEvent) -> int:
-    """A stable identity of the message behind an event, for dropping repeats.
-
-    What the source says about the message (kind, session, its own time, sequence, id) names it
-    across redeliveries. When it says nothing, only the bridge's receive time does, which catches
-    a record processed twice (a worker restart) but not a broker's redelivery: those are made
-    harmless by the session rules and by idempotent status instead.
-    """
+    """A 64-bit identity of what a message says (receive time left out): two deliveries of one
+    message have the same; two messages that differ in anything they carry do not."""
     e = event
-    if e.session is None and e.event_time is None and e.seq is None and e.message_id is None:
-        key = f"{e.kind}|@{e.received_at}|{e.topic}"
-    else:
-        key = f"{e.kind}|{e.session!r}|{e.event_time}|{e.seq}|{e.message_id}"
-    return zlib.crc32(key.encode())
+    return _xxh64(_pack((e.kind, e.session, e.event_time, e.seq, e.message_id, e.topic, e.reason)))
+
+
+def _repeat_of(s: DeviceState, fp: int, e: ConnectionEvent) -> str | None:
+    """Why `e`, whose fingerprint `fp` is among the recent ones, is a repeat; None if news."""
+    if e.dup:
+        return "a redelivery (DUP) of a message already seen"
+    recent = s.recent
+    for i in range(0, len(recent) - 1, 2):
+        if recent[i] == fp and recent[i + 1] == e.received_at:
+            return "the same record again (processed twice)"
+    return None
 
 
 def _on_open(
@@ -162,29 +220,100 @@ def _on_open(
     if token is None:
         if s.session_open and s.session is None and s.observed is Status.ONLINE:
             s.last_seen = now
+            s.birth_at = now
             if notes is not None:
                 notes.append(f"{e.kind} without a session while online: already known")
             return
+        if e.dup and s.observed is not None:
+            if notes is not None:
+                notes.append(f"redelivered {e.kind} without a session dropped: it may be old")
+            return
         _replace_session(s, None, e, config, is_open=True)
-        s.last_seen = now
+        s.last_seen = s.birth_at = now
         _observe(s, Status.ONLINE, now, reason, False, config, changes, notes)
         return
-    rel = _relation(s, token, e, config)
-    if rel is Cmp.NEWER:
-        _replace_session(s, token, e, config, is_open=True)
+    verdict = _birth_verdict(s, token, e)
+    if verdict is _Birth.LIFE:
         s.last_seen = now
         if notes is not None:
-            notes.append(f"{e.kind} opens session {token!r}")
-        _observe(s, Status.ONLINE, now, reason, True, config, changes, notes)
-    elif rel is Cmp.SAME and s.session_open:
-        s.last_seen = now
-        if s.observed is not Status.ONLINE:
-            _observe(s, Status.ONLINE, now, reason, True, config, changes, notes)
-        elif notes is not None:
             notes.append(f"{e.kind} repeats open session {token!r}: evidence of life only")
-    elif notes is not None:
-        why = "is already closed" if rel is Cmp.SAME else f"is older than {s.session!r}"
-        notes.append(f"stale {e.kind} dropped: session {token!r} {why}")
+        return
+    if verdict is _Birth.STALE:
+        if notes is not None:
+            notes.append(
+                f"stale {e.kind} dropped: session {token!r} is older than the open "
+                f"session {s.session!r}"
+            )
+        return
+    if verdict is _Birth.REDELIVERED:
+        if notes is not None:
+            notes.append(
+                f"redelivered {e.kind} of session {token!r} dropped: nothing proves it newer"
+            )
+        return
+    if verdict is _Birth.LATE:
+        _replace_session(s, token, e, config, is_open=False)
+        s.session_time = e.event_time
+        s.born_dead = tuple(t for t in s.born_dead if t != token)  # its birth has come now
+        if notes is not None:
+            notes.append(
+                f"late {e.kind}: the will of session {token!r} came before it; "
+                "that connection is already over"
+            )
+        _observe(s, Status.OFFLINE, now, Reason.WILL, True, config, changes, notes)
+        return
+    reopened = token == s.session
+    _replace_session(s, token, e, config, is_open=True)
+    s.session_time, s.closed_time = e.event_time, None
+    s.last_seen = s.birth_at = now
+    if notes is not None:
+        notes.append(
+            f"{e.kind} opens session {token!r} again (a new connection with the same token)"
+            if reopened
+            else f"{e.kind} opens session {token!r}"
+        )
+    _observe(s, Status.ONLINE, now, reason, True, config, changes, notes)
+
+
+class _Birth(Enum):
+    NEW = "new"  # opens the current session
+    LIFE = "life"  # the open session's own birth again
+    STALE = "stale"  # older than the open session
+    REDELIVERED = "redelivered"  # a DUP birth nothing proves newer
+    LATE = "late"  # its own will came first: the session is born over
+
+
+def _birth_verdict(s: DeviceState, token: SessionToken, e: ConnectionEvent) -> _Birth:
+    if token == s.session and s.session_open:
+        return _Birth.LIFE
+    if s.session is None and s.observed is None and token not in s.born_dead:
+        return _Birth.NEW  # the first we hear of the device
+    newer_by_time = _later(e.event_time, s.session_time)
+    if e.dup and newer_by_time is not True:
+        return _Birth.REDELIVERED
+    late = token in s.born_dead and not _later(e.event_time, _dead_time(s, token))
+    if not s.session_open:  # after a will, a birth is a device that is back
+        return _Birth.LATE if late else _Birth.NEW
+    if newer_by_time is not None:
+        newer = newer_by_time
+    elif e.session_order is SessionOrder.COUNTER and s.session is not None:
+        newer = compare(token, s.session, e.session_order) is not Cmp.OLDER
+    else:  # bdSeq, timestamps (clocks reset, broker nodes disagree), opaque ids: receive order
+        newer = token not in s.known_sessions
+    if not newer:
+        return _Birth.STALE
+    return _Birth.LATE if late else _Birth.NEW
+
+
+def _later(a: int | None, b: int | None) -> bool | None:
+    """Whether device time `a` is later than device time `b`; None when either is missing."""
+    if a is None or b is None:
+        return None
+    return a > b
+
+
+def _dead_time(s: DeviceState, token: SessionToken) -> int | None:
+    return s.closed_time if token == s.session else None
 
 
 def _on_close(
@@ -210,11 +339,11 @@ def _on_close(
             and e.kind is EventKind.WILL
             and s.session is None
             and s.observed is Status.ONLINE
-            and now - s.observed_since < early
+            and now - s.birth_at < early
         ):
             if notes is not None:
                 notes.append(
-                    f"will {now - s.observed_since} ms after the birth dropped: too "
+                    f"will {now - s.birth_at} ms after the latest birth dropped: too "
                     "early to be this connection's (keepalive), so a stale one"
                 )
             return
@@ -223,34 +352,39 @@ def _on_close(
             notes.append(f"{e.kind} without a session closes the current one (receive order)")
         _observe(s, Status.OFFLINE, now, reason, False, config, changes, notes)
         return
-    rel = _relation(s, token, e, config)
-    if rel is Cmp.UNORDERED and s.session_open:
-        s.known_sessions = (*s.known_sessions, token)[-config.known_sessions :]
-        if notes is not None:
-            notes.append(
-                f"{e.kind} for unknown session {token!r} dropped: "
-                f"session {s.session!r} is open and the two have no order"
-            )
-        return
-    if rel is Cmp.SAME:
+    if token == s.session:
         if not s.session_open:
             if notes is not None:
                 notes.append(f"{e.kind} dropped: session {token!r} is already closed")
             return
         s.session_open = False
+        s.closed_time = e.event_time
         if notes is not None:
             notes.append(f"{e.kind} closes session {token!r}")
         _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes)
-    elif rel in (Cmp.NEWER, Cmp.UNORDERED):
+        return
+    never_born = token not in s.known_sessions
+    if s.session is None or (
+        s.session_open and never_born and _later(e.event_time, s.session_time) is True
+    ):
+        # The first we hear of the device, or a later connection that died before its birth
+        # arrived (device times say so): the device is offline.
         _replace_session(s, token, e, config, is_open=False)
+        s.born_dead = (*s.born_dead, token)[-config.known_sessions :]
+        s.session_time = s.closed_time = e.event_time
         if notes is not None:
             notes.append(
                 f"{e.kind} for session {token!r} came before its birth: "
-                "the session is closed and its late birth will not revive it"
+                "the session is over and its late birth will not revive it"
             )
         _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes)
-    elif notes is not None:
-        notes.append(f"stale {e.kind} dropped: session {token!r} is older than {s.session!r}")
+        return
+    if never_born and token not in s.born_dead:
+        s.born_dead = (*s.born_dead, token)[-config.known_sessions :]
+    if notes is not None:
+        notes.append(
+            f"stale {e.kind} dropped: session {token!r} is not the current session {s.session!r}"
+        )
 
 
 def _on_activity(
@@ -264,34 +398,18 @@ def _on_activity(
     if s.observed is Status.ONLINE:
         s.last_seen = max(s.last_seen, now)
         return
-    if (
-        s.observed is Status.OFFLINE
-        and e.event_time is not None
-        and (e.event_time <= s.observed_since)
-    ):
+    if s.observed is Status.OFFLINE and _later(e.event_time, s.closed_time) is False:
         if notes is not None:
-            notes.append("activity dropped: sent before the device went offline")
+            notes.append("activity dropped: the device sent it before it went offline")
+        return
+    if e.dup:
+        if notes is not None:
+            notes.append("redelivered activity dropped: it may be from before the offline")
         return
     s.last_seen = now
     if notes is not None:
         notes.append("activity while offline: the device is alive (no session says which)")
     _observe(s, Status.ONLINE, now, Reason.ACTIVITY, False, config, changes, notes)
-
-
-def _relation(
-    s: DeviceState, token: SessionToken, e: ConnectionEvent, config: PresenceConfig
-) -> Cmp:
-    """How an event's session relates to the device's current one; unordered ids seen before
-    count as older, new ones as newer (receive order)."""
-    if s.session is None:
-        return Cmp.OLDER if token in s.known_sessions else Cmp.NEWER
-    rel = compare(token, s.session, e.session_order)
-    if rel is Cmp.UNORDERED:
-        if token in s.known_sessions:
-            return Cmp.OLDER
-        if e.kind.opens:
-            return Cmp.NEWER
-    return rel
 
 
 def _replace_session(

@@ -45,11 +45,17 @@ class DeviceState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     # Flap damping: the penalty as of `penalty_at`.
     penalty: float = 0.0
     penalty_at: int = 0
-    # Raw events absorbed since the last change; recent message fingerprints; the clock.
+    # Raw events absorbed since the last change; the recent messages, as (fingerprint, receive
+    # time) pairs laid flat; the clock.
     suppressed: int = 0
     recent: tuple[int, ...] = ()
     clock: int = 0
     schema_version: int = STATE_SCHEMA_VERSION
+    # Added later (array_like: new fields go last, so older encodings still decode).
+    session_time: int | None = None  # device time of the current session's birth, if it sent one
+    closed_time: int | None = None  # device time of the event that closed it, if it sent one
+    born_dead: tuple[SessionToken, ...] = ()  # tokens whose will came before any birth of theirs
+    birth_at: int = 0  # receive time of the latest birth
 
 
 _encoder = msgspec.json.Encoder()
