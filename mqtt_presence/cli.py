@@ -204,12 +204,25 @@ def replay_command(
     with stream:
         for line in replay(stream, core, explain=explain, until=until, report=report):
             sys.stdout.buffer.write(line + b"\n")
+    for warning in report.warnings:
+        console.print(f"[yellow]note[/] {warning}", highlight=False)
     for bad in report.bad_lines:
         console.print(f"[yellow]skipped[/] {bad}", highlight=False)
     console.print(
         f"{report.events} events in, {report.changes} status changes out"
         + (f", {len(report.bad_lines)} bad lines skipped" if report.bad_lines else "")
     )
+    if report.pending:
+        first = ", ".join(f"{device} at {due}" for device, due in report.pending[:5])
+        more = f" and {len(report.pending) - 5} more" if len(report.pending) > 5 else ""
+        console.print(
+            f"{len(report.pending)} device(s) have a change still pending at the end (a grace "
+            f"period or damping running): {first}{more}; --until a later time fires them",
+            highlight=False,
+        )
+    if explain is not None and not report.explained_seen:
+        console.print(f"[bold red]error:[/] device {explain!r} does not appear in the dump")
+        raise typer.Exit(1)
     if report.bad_lines:
         raise typer.Exit(1)
 

@@ -51,6 +51,12 @@ class WorkerSettings(FileTableSettings):
         description="a table recovery that reads nothing for this long ends the process (exit "
         "75) so that its supervisor restarts it: Faust's recovery can hang after a rebalance",
     )
+    max_clock_skew_s: float = Field(
+        300.0,
+        gt=0,
+        description="a raw event received (by the bridge's clock) further ahead of this "
+        "worker's clock than this is dead-lettered: one bad clock must not freeze a device",
+    )
     session_timeout_s: float = Field(
         10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"
     )

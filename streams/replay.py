@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.presence import ConnectionEvent, Input, PresenceConfig, StatusChange, Tick
+from streams.presence.events import RAW_SCHEMA_VERSION
 from streams.presence.fleet import Fleet
 
-_decode_event = msgspec.json.Decoder(ConnectionEvent).decode
+
+class _DumpedEvent(ConnectionEvent, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A raw event as replay reads it: a field it does not know is an error (a typo such as
+    "sesion" would otherwise make a device token-less without a word)."""
+
+
+_decode_event = msgspec.json.Decoder(_DumpedEvent).decode
+BOM = b"\xef\xbb\xbf"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -35,6 +43,9 @@ class ReplayReport:
     events: int = 0
     changes: int = 0
     bad_lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    explained_seen: bool = False  # the explained device appeared in the dump
+    pending: list[tuple[str, int]] = field(default_factory=list)  # (device, due) after the end
 
 
 def replay(
@@ -67,18 +78,31 @@ def replay(
 
     fleet = Fleet(config, traced=explain, trace=trace if explain else None)
     last = 0
-    for number, line in enumerate(lines, start=1):
+    for number, raw_line in enumerate(lines, start=1):
+        line = raw_line
+        if number == 1 and line.startswith(BOM):
+            report.warnings.append("line 1: starts with a UTF-8 byte order mark; ignored")
+            line = line[len(BOM) :]
         if not line.strip():
             continue
         try:
             event = _decode_event(line)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             report.bad_lines.append(f"line {number}: not a raw event: {exc}")
             continue
+        if event.schema_version != RAW_SCHEMA_VERSION:
+            report.bad_lines.append(
+                f"line {number}: schema_version {event.schema_version} is not one this version "
+                f"reads ({RAW_SCHEMA_VERSION})"
+            )
+            continue
         report.events += 1
+        report.explained_seen = report.explained_seen or event.device == explain
         last = max(last, event.received_at)
         yield from _emit(fleet.feed(event), explain, explained, report)
-    yield from _emit(fleet.advance(last if until is None else until), explain, explained, report)
+    end = last if until is None else until
+    yield from _emit(fleet.advance(end), explain, explained, report)
+    report.pending = fleet.pending_after(end)
 
 
 def _emit(

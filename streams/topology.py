@@ -111,6 +111,19 @@ class Topology:
                 yield decode_state(value)
 
 
+def clock_skew(received_at: int, now: int, bound_ms: int) -> str | None:
+    """Why a raw event's receive time cannot be trusted, or None. The core's clock only goes
+    forward: one event stamped a year ahead would hold every later event of its device at that
+    time and schedule its deadlines a year out."""
+    ahead = received_at - now
+    if ahead <= bound_ms:
+        return None
+    return (
+        f"received_at {received_at} is {ahead / 1000:.0f} s ahead of this worker's clock "
+        f"(max_clock_skew_s is {bound_ms / 1000:.0f}): check the clock of the bridge that wrote it"
+    )
+
+
 class DeliveryError(RuntimeError):
     """Kafka did not take one of the agent's records (after the producer's own retries)."""
 
@@ -253,6 +266,14 @@ class Processor:
                 raise ValueError(
                     f"record key {event.key!r} is not the device id {raw_event.device!r}"
                 )
+            skewed = clock_skew(
+                raw_event.received_at,
+                time.time_ns() // 1_000_000,
+                int(self.t.settings.max_clock_skew_s * 1000),
+            )
+            if skewed is not None:
+                await self.dead_letter(event, "clock_skew", skewed)
+                return
             await self.apply(event.key, raw_event, message.partition)
             self.t.metrics.events.inc()
         except DeliveryError:

@@ -6,6 +6,8 @@ import math
 
 import msgspec
 
+MAX_HALF_LIVES = 64  # max_suppress_ms / half_life_ms: a penalty ceiling of at most 2^64 x reuse
+
 
 class DampingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Flap damping in the spirit of RFC 2439 (BGP route-flap damping), tuned for devices.
@@ -20,6 +22,11 @@ class DampingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     suppress at 3000 (a single power cycle or two in a row never trips it); a device is stable
     again when it has stayed up about one half-life (60 s) after the flapping ends; and nobody
     should wait more than 5 minutes to see the real status of a device that stopped flapping.
+
+    A damped device that has stayed up for `release_when_up_ms` (60 s) is released then, whatever
+    its penalty: a flapper that stabilised up is shown online within that time of its last
+    reconnect (the penalty stays, so a relapse is damped again at once). One that stays down is
+    released, offline, when the penalty has decayed (at most `max_suppress_ms` after its last drop).
     """
 
     enabled: bool = True
@@ -28,12 +35,24 @@ class DampingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     reuse: float = 1000.0
     half_life_ms: int = 60_000
     max_suppress_ms: int = 300_000
+    release_when_up_ms: int = 60_000
 
     def __post_init__(self) -> None:
+        if not all(math.isfinite(x) for x in (self.penalty, self.suppress, self.reuse)):
+            raise ValueError("damping penalty, suppress and reuse must be finite numbers")
         if not 0 < self.reuse < self.suppress:
             raise ValueError("damping needs 0 < reuse < suppress")
         if self.half_life_ms <= 0 or self.max_suppress_ms <= 0 or self.penalty <= 0:
             raise ValueError("damping penalty, half_life_ms and max_suppress_ms must be positive")
+        if self.max_suppress_ms > MAX_HALF_LIVES * self.half_life_ms:
+            raise ValueError(
+                f"damping max_suppress_ms ({self.max_suppress_ms}) is more than {MAX_HALF_LIVES} "
+                f"half-lives ({self.half_life_ms} ms): the penalty ceiling would be 2^"
+                f"{self.max_suppress_ms // self.half_life_ms}; raise half_life_ms to at least "
+                f"{-(-self.max_suppress_ms // MAX_HALF_LIVES)}"
+            )
+        if self.release_when_up_ms <= 0:
+            raise ValueError("damping release_when_up_ms must be positive")
 
     @property
     def ceiling(self) -> float:

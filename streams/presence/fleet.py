@@ -68,6 +68,16 @@ class Fleet:
             yield from self.feed(event)
         yield from self.advance(last if until is None else until)
 
+    def pending_after(self, now: int) -> list[tuple[str, int]]:
+        """Devices with a deadline still to come after `now` (a grace period running, say),
+        earliest first."""
+        pending = (
+            (device, due)
+            for device, state in self.states.items()
+            if (due := next_deadline(state, self.config)) is not None and due > now
+        )
+        return sorted(pending, key=lambda item: (item[1], item[0]))
+
     def _apply(self, device: str, inp: Input) -> list[StatusChange]:
         notes: Notes = [] if self.trace is not None and device == self.traced else None
         state, changes, _ = step(self.states.get(device), inp, self.config, notes)
@@ -78,4 +88,16 @@ class Fleet:
             due = next_deadline(state, self.config)
             if due is not None:
                 heapq.heappush(self._deadlines, (due, device))
+                if len(self._deadlines) > 2 * len(self.states) + 1024:
+                    self._compact()
         return changes
+
+    def _compact(self) -> None:
+        """Keep one heap entry per device, its current deadline: with an inactivity timeout every
+        event moves a deadline, and the superseded entries would grow with events, not devices."""
+        self._deadlines = [
+            (due, device)
+            for device, state in self.states.items()
+            if (due := next_deadline(state, self.config)) is not None
+        ]
+        heapq.heapify(self._deadlines)

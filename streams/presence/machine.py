@@ -464,6 +464,10 @@ def _observe(
                 notes.append(f"damped: penalty now {s.penalty:.0f}, release at {s.release_due}")
             return
     if s.flapping:
+        if status is Status.ONLINE and damping.enabled:
+            stable = at + damping.release_when_up_ms
+            if s.release_due is None or stable < s.release_due:
+                s.release_due = stable  # released once it has stayed up this long
         if notes is not None:
             notes.append(f"damped: {status} not emitted until release at {s.release_due}")
         return
@@ -514,9 +518,15 @@ def _fire_deadlines(
         elif due == s.release_due:
             s.release_due = None
             if s.flapping and s.observed is not None:
-                since = s.observed_since if s.observed is not s.status else s.since
                 _emit(
-                    s, s.observed, False, since, due, Reason.RELEASED, s.observed_verified, changes
+                    s,
+                    s.observed,
+                    False,
+                    s.observed_since,  # its last real transition, not when damping began
+                    due,
+                    Reason.RELEASED,
+                    s.observed_verified,
+                    changes,
                 )
                 if notes is not None:
                     notes.append(

@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from fleet.simulator import SCENARIOS, simulate
-from streams.presence import PresenceConfig, StatusChange
+from streams.presence import ConnectionEvent, PresenceConfig, StatusChange
 from streams.replay import ReplayReport, replay
 
 
@@ -85,3 +85,56 @@ def test_a_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("-", "--config", str(config), stdin=b"")
     assert result.returncode == 1
     assert b"offline_grace_ms" in result.stderr
+
+
+def test_bad_bytes_typos_versions_and_ids_are_reported_by_line_and_the_rest_is_replayed() -> None:
+    # An operator's hand-written dumps: each of these used to end replay with a traceback, or
+    # to be read as something else without a word.
+    good = b'{"device":"d","kind":"birth","received_at":1,"session":1}\n'
+    lines = [
+        b"\xef\xbb\xbf" + good,  # a BOM from an editor: noted, the line is read
+        b'{"device":"\xff","kind":"birth","received_at":2}\n',  # not UTF-8
+        b'{"device":"e","kind":"birth","received_at":3,"sesion":1}\n',  # a typo
+        b'{"device":"e","kind":"birth","received_at":4,"schema_version":2}\n',
+        b'{"device":"","kind":"birth","received_at":5}\n',  # empty id
+        b'{"device":"a\\u0007b","kind":"birth","received_at":6}\n',  # a control character
+        b'{"device":"f","kind":"will","received_at":7,"session":1}\n',
+    ]
+    report = ReplayReport()
+    out = list(replay(lines, PresenceConfig(), report=report))
+    assert [b.split(":")[0] for b in report.bad_lines] == [
+        "line 2",
+        "line 3",
+        "line 4",
+        "line 5",
+        "line 6",
+    ]
+    assert "sesion" in report.bad_lines[1]
+    assert "schema_version 2" in report.bad_lines[2]
+    assert report.warnings == ["line 1: starts with a UTF-8 byte order mark; ignored"]
+    assert report.events == 2
+    assert len(out) == 1  # d online; f's will is pending (grace) at the end of the dump
+    assert report.pending == [("f", 7 + PresenceConfig().offline_grace_ms)]
+    result = run_cli("-", stdin=b"".join(lines))
+    assert result.returncode == 1
+    assert b"change still pending at the end" in result.stderr
+
+
+def test_explaining_a_device_that_is_not_in_the_dump_says_so(tmp_path: Path) -> None:
+    result = run_cli(str(dump(tmp_path)), "--explain", "nobody")
+    assert result.returncode == 1
+    assert b"'nobody' does not appear in the dump" in result.stderr
+
+
+def test_replay_memory_follows_devices_not_events_with_an_inactivity_timeout() -> None:
+    from streams.presence.fleet import Fleet  # noqa: PLC0415
+
+    config = PresenceConfig(inactivity_timeout_ms=3_600_000)
+    fleet = Fleet(config)
+    events = (
+        b'{"device":"d%d","kind":"activity","received_at":%d}' % (i % 10, 1000 + i)
+        for i in range(50_000)
+    )
+    for line in events:
+        fleet.feed(msgspec.json.decode(line, type=ConnectionEvent))
+    assert len(fleet._deadlines) <= 2 * len(fleet.states) + 1024

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+
 from streams.presence import (
     ConnectionEvent,
+    DampingConfig,
     DeviceState,
     EventKind,
     Input,
@@ -268,3 +271,54 @@ def test_the_state_remembers_the_fingerprint_and_the_receive_time_of_each_messag
     state, _ = transition(None, birth, CONFIG)
     assert state is not None
     assert state.recent == (fingerprint(birth), 1_234)
+
+
+# --- damping that always runs and lets go ------------------------------------------------------
+
+
+def flaps(start: int, count: int, every: int = 2_000) -> list[Input]:
+    """An agent that drops and comes back every `every` ms (field report A)."""
+    out: list[Input] = []
+    for i in range(count):
+        t = start + i * every
+        out += [ev("birth", t, 2 * i + 1), ev("will", t + every // 2, 2 * i + 1)]
+    return out
+
+
+def test_a_day_of_max_suppression_is_refused_when_loaded_not_an_overflow_at_the_first_drop() -> (
+    None
+):
+    # RFC 2439 section 4.2: the ceiling is reuse x 2^(max suppress / half-life); a day over a
+    # 60 s half-life is 2^1440, beyond any float.
+    from mqtt_presence.settings import ConfigError, presence_config  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="raise half_life_ms to at least 1350000"):
+        presence_config({"presence": {"damping": {"max_suppress_ms": 86_400_000}}})
+    day = PresenceConfig(damping=DampingConfig(max_suppress_ms=86_400_000, half_life_ms=1_350_000))
+    assert final(flaps(0, 10), day)[0] == "offline"
+
+
+def test_a_flapper_that_ends_down_says_since_its_last_drop() -> None:
+    events = flaps(0, 10)  # last drop at 19_000
+    state: DeviceState | None = None
+    out: list[StatusChange] = []
+    for inp in [*events, Tick(FAR)]:
+        state, changes = transition(state, inp, CONFIG)
+        out += changes
+    assert out[-1].status.value == "offline"
+    assert out[-1].since == 19_000
+
+
+def test_a_flapper_that_is_stably_up_again_is_shown_online_within_a_minute() -> None:
+    # Field report A's agent stopped flapping and stayed up: it used to be shown offline for
+    # 266 s more, until the penalty decayed.
+    events = [*flaps(0, 10), ev("birth", 30_000, 99)]
+    state: DeviceState | None = None
+    out: list[StatusChange] = []
+    for inp in [*events, *(Tick(t) for t in range(31_000, 400_000, 1_000))]:
+        state, changes = transition(state, inp, CONFIG)
+        out += changes
+    assert out[-1].status.value == "online"
+    assert not out[-1].flapping
+    assert out[-1].decided_at <= 30_000 + CONFIG.damping.release_when_up_ms
+    assert out[-1].since == 30_000

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.presence import ConnectionEvent
-from streams.topology import _decode_event
+from streams.topology import _decode_event, clock_skew
 
 BAD_RECORD = (msgspec.DecodeError, ValueError, KeyError, TypeError)  # as Processor.handle reads
 
@@ -69,3 +69,13 @@ def test_any_record_shape_whole_or_spliced_is_an_event_or_a_bad_record(
 def test_records_out_of_range_or_not_utf8_are_bad_records(record: bytes) -> None:
     with pytest.raises(BAD_RECORD):
         _decode_event(record)
+
+
+def test_a_receive_time_far_ahead_of_the_workers_clock_is_refused_with_the_reason() -> None:
+    now = 1_800_000_000_000
+    assert clock_skew(now + 299_000, now, 300_000) is None
+    assert clock_skew(now - 10**9, now, 300_000) is None  # late is fine: the core clamps it
+    year = clock_skew(now + 365 * 86_400_000, now, 300_000)
+    assert year is not None
+    assert "31536000 s ahead" in year
+    assert "max_clock_skew_s is 300" in year
