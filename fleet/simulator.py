@@ -5,7 +5,9 @@ sessions; each session produces the lifecycle messages a real broker would hand 
 the field reports' faults: the old session's will published 1-1.5 x keepalive late after a Clean
 Start = 1 reconnect (the stale will), lost wills, QoS 1 redeliveries, reordering between broker
 nodes, retained births replayed when the subscriber reconnects, flapping clients, a reconnect storm
-after a broker restart, and devices with and without session tokens.
+after a broker restart, and devices with and without session tokens; tokens that count
+connections or only reboots, counters that restart, device clocks that are off by hours, and
+redeliveries that arrive long after the message they repeat.
 
 The same timelines drive the core here (`events`) and real MQTT clients through the real pipeline
 later (the `Session` list says when each device connects and how it ends).
@@ -46,6 +48,7 @@ class DeviceTimeline:
     device: str
     has_token: bool
     heartbeat_ms: int | None
+    clock_offset_ms: int = 0  # the device's clock minus true time
     flapping: list[tuple[int, int]] = field(default_factory=list)  # flapping episodes
     sessions: list[Session] = field(default_factory=list)
 
@@ -75,6 +78,10 @@ class ScenarioSpec:
     heartbeat_ms: int | None = None  # devices send activity this often
     tokenless_share: float = 0.2
     control: bool = False  # no fault at all: what a naive consumer already gets right
+    boot_counter: bool = False  # tokens count reboots: a network drop reconnects with the same
+    counter_reset_share: float = 0.0  # of reboots: the counter starts again at 1
+    clock_skew_ms: int = 0  # each device's clock is off by up to this much, either way
+    redelivery_delay_ms: tuple[int, int] = (10, 5_000)  # how late a QoS 1 redelivery comes
 
 
 SCENARIOS: dict[str, ScenarioSpec] = {
@@ -133,6 +140,54 @@ SCENARIOS: dict[str, ScenarioSpec] = {
             storm_at_ms=1_800_000,
             retained_births=True,
         ),
+        ScenarioSpec(
+            "boot-counter",
+            "tokens count reboots, not connections: a device whose network drops reconnects "
+            "with the token of its closed session",
+            boot_counter=True,
+            reboot_share=0.4,
+            mean_uptime_ms=600_000,
+        ),
+        ScenarioSpec(
+            "counter-reset",
+            "a third of reboots start the counter again at 1 (firmware without a persisted "
+            "counter, as Sparkplug nodes that restart bdSeq at 0)",
+            counter_reset_share=0.33,
+            reboot_share=0.8,
+        ),
+        ScenarioSpec(
+            "clock-skew",
+            "device clocks off by up to an hour either way; wills lost, heartbeats every 30 s",
+            clock_skew_ms=3_600_000,
+            lost_will_share=0.3,
+            heartbeat_ms=30_000,
+        ),
+        ScenarioSpec(
+            "long-uptime",
+            "devices up for hours, then power-cycled inside the keepalive window (the "
+            "token-less keepalive rule measured from the latest birth)",
+            duration_ms=6 * 3_600_000,
+            mean_uptime_ms=2 * 3_600_000,
+            reboot_share=0.9,
+            takeover_share=0.0,
+            tokenless_share=0.5,
+        ),
+        ScenarioSpec(
+            "retained-after-timeout",
+            "wills lost, heartbeats every 30 s (offline by inactivity), and retained births "
+            "replayed every 10 min when the subscriber reconnects",
+            lost_will_share=0.6,
+            heartbeat_ms=30_000,
+            retained_births=True,
+            subscriber_reconnect_every_ms=600_000,
+        ),
+        ScenarioSpec(
+            "late-redelivery",
+            "QoS 1 redeliveries through a second bridge on a shared subscription arrive up to a "
+            "minute late, after the device's next birth or will",
+            duplicate_share=0.25,
+            redelivery_delay_ms=(5_000, 60_000),
+        ),
     ]
 }
 
@@ -168,6 +223,7 @@ def _timeline(spec: ScenarioSpec, rnd: random.Random, device: str) -> DeviceTime
         device=device,
         has_token=rnd.random() >= spec.tokenless_share,
         heartbeat_ms=spec.heartbeat_ms,
+        clock_offset_ms=rnd.randrange(-spec.clock_skew_ms, spec.clock_skew_ms + 1),
     )
     if rnd.random() < spec.flapping_share:
         start = rnd.randrange(60_000, max(spec.duration_ms - 120_000, 60_001))
@@ -177,6 +233,7 @@ def _timeline(spec: ScenarioSpec, rnd: random.Random, device: str) -> DeviceTime
     ka = spec.keepalive_ms
     while t < spec.duration_ms:
         in_flap = next(((a, b) for a, b in tl.flapping if a <= t < b), None)
+        reboot = False  # kicked, a broker restart: the device keeps running
         if in_flap:
             up, down, end_kind = (
                 rnd.randrange(500, 1_500),
@@ -189,7 +246,7 @@ def _timeline(spec: ScenarioSpec, rnd: random.Random, device: str) -> DeviceTime
                 up = spec.storm_at_ms - t
                 down, end_kind = rnd.randrange(1_000, 30_000), EndKind.LOST_WILL
             else:
-                down, end_kind = _outage(spec, rnd, ka)
+                down, end_kind, reboot = _outage(spec, rnd, ka)
             nxt = next((a for a, _ in tl.flapping if t < a < t + up), None)
             if nxt is not None:  # the flapping episode starts: cut this session there
                 up = nxt - t
@@ -198,15 +255,19 @@ def _timeline(spec: ScenarioSpec, rnd: random.Random, device: str) -> DeviceTime
             tl.sessions.append(Session(token, t, None, EndKind.STILL_UP))
             break
         tl.sessions.append(Session(token, t, end, end_kind))
-        token += 1
+        if reboot or not spec.boot_counter:
+            token += 1
+        if reboot and rnd.random() < spec.counter_reset_share:
+            token = 1
         t = end + down
     return tl
 
 
-def _outage(spec: ScenarioSpec, rnd: random.Random, ka: int) -> tuple[int, EndKind]:
+def _outage(spec: ScenarioSpec, rnd: random.Random, ka: int) -> tuple[int, EndKind, bool]:
+    """How long the device is away, how its session ends, and whether it rebooted."""
     r = rnd.random()
     if r < spec.graceful_share:
-        return rnd.randrange(60_000, 300_000), EndKind.GRACEFUL
+        return rnd.randrange(60_000, 300_000), EndKind.GRACEFUL, True
     if rnd.random() < spec.lost_will_share:
         kind = EndKind.LOST_WILL
     elif rnd.random() < spec.takeover_share:
@@ -214,8 +275,8 @@ def _outage(spec: ScenarioSpec, rnd: random.Random, ka: int) -> tuple[int, EndKi
     else:
         kind = EndKind.WILL
     if rnd.random() < spec.reboot_share:
-        return rnd.randrange(5_000, 30_000), kind  # a power cycle: back before the keepalive
-    return rnd.randrange(2 * ka, 10 * ka), kind
+        return rnd.randrange(5_000, 30_000), kind, True  # a power cycle: back within the keepalive
+    return rnd.randrange(2 * ka, 10 * ka), kind, False  # the network went, the device stayed up
 
 
 def _deliveries(
@@ -245,17 +306,21 @@ def _deliveries(
             session=token if tl.has_token else None,
             session_order=SessionOrder.COUNTER,
             retain=retain,
-            event_time=event_time if tl.has_token else None,
+            event_time=event_time + tl.clock_offset_ms
+            if tl.has_token and event_time is not None
+            else None,
             topic=f"devices/{tl.device}/status",
         )
         out.append(e)
         if rnd.random() < spec.duplicate_share:
-            again = at + rnd.randrange(10, 5_000)
+            again = at + rnd.randrange(*spec.redelivery_delay_ms)
             if again < spec.duration_ms:
                 out.append(ConnectionEvent(**{**_fields(e), "received_at": again, "dup": True}))
         return at
 
     ka = spec.keepalive_ms
+    # Device times as the JSON convention has them: a birth and the will registered with the same
+    # CONNECT carry the connect time; a graceful offline carries the time it was sent.
     for i, s in enumerate(tl.sessions):
         deliver(EventKind.BIRTH, s.start, s.token, event_time=s.start)  # live: retain flag 0
         if tl.heartbeat_ms:
@@ -267,16 +332,23 @@ def _deliveries(
             continue
         signal: int | None = None
         if s.end_kind is EndKind.GRACEFUL:
-            signal = deliver(EventKind.OFFLINE, s.end, s.token)
+            signal = deliver(EventKind.OFFLINE, s.end, s.token, event_time=s.end)
         elif s.end_kind is EndKind.KICKED:
-            signal = deliver(EventKind.WILL, s.end, s.token)
+            signal = deliver(EventKind.WILL, s.end, s.token, event_time=s.start)
         elif s.end_kind is EndKind.TAKEOVER:
             nxt = tl.sessions[i + 1].start if i + 1 < len(tl.sessions) else None
             detected = s.end + rnd.randrange(ka, ka * 3 // 2)
             # Reconnecting under the same client id takes the old session over: will at once.
-            signal = deliver(EventKind.WILL, min(detected, nxt - 1) if nxt else detected, s.token)
+            signal = deliver(
+                EventKind.WILL,
+                min(detected, nxt - 1) if nxt else detected,
+                s.token,
+                event_time=s.start,
+            )
         elif s.end_kind is EndKind.WILL:
-            signal = deliver(EventKind.WILL, s.end + rnd.randrange(ka, ka * 3 // 2), s.token)
+            signal = deliver(
+                EventKind.WILL, s.end + rnd.randrange(ka, ka * 3 // 2), s.token, event_time=s.start
+            )
         tl.sessions[i] = replace(s, signal_at=signal)
     return out
 
@@ -306,7 +378,7 @@ def _retained_replays_at(
                 received_at=at,
                 session=last.token if tl.has_token else None,
                 session_order=SessionOrder.COUNTER,
-                event_time=last.start if tl.has_token else None,
+                event_time=last.start + tl.clock_offset_ms if tl.has_token else None,
                 retain=True,
                 topic=f"devices/{tl.device}/status",
             )

@@ -34,12 +34,15 @@ test in tests/unit/presence/test_sessions.py):
   are ignored for any other.
 - A will, graceful offline or disconnect closes the device only if its token is the current
   session's (the Sparkplug 3.0 host rule: an NDEATH counts only if its bdSeq equals the bdSeq of
-  the node's current NBIRTH), whatever the numbers say of older and newer: counters restart,
-  clocks are reset, broker nodes disagree. A will of another token is stale, with one exception:
-  when both carry device times and the will's is later than the current birth's, a later
+  the node's current NBIRTH), whatever bdSeq, timestamps and opaque ids say of older and newer:
+  they restart, clocks are reset, broker nodes disagree. A will of another token is stale, with
+  one exception: a token never seen born whose will is from a later connection than the open
+  session's birth (device times say so, or, without them, counter order, as for births): that
   connection came and died before its birth arrived (a broker-cluster race), and the device is
   offline. A will of a token never seen born is remembered: its birth, when it comes, is late
-  and opens a session that is already over.
+  and opens a session that is already over. A token used again (a counter that restarted at a
+  value it had, a boot counter after a quick reconnect) remembers the device time of the birth
+  it replaced: a will of that token from before it is an older connection's.
 - A birth (or broker connect) opens the current session. Against an open session, device times
   decide when both are present; without them, counters follow token order (an older counter is a
   late birth: its connection is over), and Sparkplug bdSeq, timestamps and opaque ids follow
@@ -235,7 +238,16 @@ def _on_open(
     verdict = _birth_verdict(s, token, e)
     if verdict is _Birth.LIFE:
         s.last_seen = now
-        if notes is not None:
+        if _later(e.event_time, s.session_time):
+            # The same token on a newer connection (a counter restarted at the same value, a
+            # boot counter after a quick reconnect): the old connection's will is still to come.
+            s.reborn_from, s.session_time = s.session_time, e.event_time
+            if notes is not None:
+                notes.append(
+                    f"{e.kind} of open session {token!r} from a newer connection (device time "
+                    f"{e.event_time}): a will of the older one will be stale"
+                )
+        elif notes is not None:
             notes.append(f"{e.kind} repeats open session {token!r}: evidence of life only")
         return
     if verdict is _Birth.STALE:
@@ -263,8 +275,13 @@ def _on_open(
         _observe(s, Status.OFFLINE, now, Reason.WILL, True, config, changes, notes)
         return
     reopened = token == s.session
+    # A token used before (reused, or a counter that restarted): a will of this token from
+    # before the connection this birth replaces is an older connection's, not this one's.
+    reused = reopened or token in s.known_sessions
+    replaced_time = s.session_time
     _replace_session(s, token, e, config, is_open=True)
     s.session_time, s.closed_time = e.event_time, None
+    s.reborn_from = replaced_time if reused else None
     s.last_seen = s.birth_at = now
     if notes is not None:
         notes.append(
@@ -303,6 +320,18 @@ def _birth_verdict(s: DeviceState, token: SessionToken, e: ConnectionEvent) -> _
     if not newer:
         return _Birth.STALE
     return _Birth.LATE if late else _Birth.NEW
+
+
+def _will_is_newer(s: DeviceState, token: SessionToken, e: ConnectionEvent) -> bool:
+    """Whether a will of another token than the open session's comes from a later connection:
+    by device times when both are there, else by counter order (as births are judged); bdSeq,
+    timestamps and opaque ids cannot say, and such a will is stale (Sparkplug's rule)."""
+    later = _later(e.event_time, s.session_time)
+    if later is not None:
+        return later
+    if e.session_order is SessionOrder.COUNTER and s.session is not None:
+        return compare(token, s.session, SessionOrder.COUNTER) is Cmp.NEWER
+    return False
 
 
 def _later(a: int | None, b: int | None) -> bool | None:
@@ -357,6 +386,13 @@ def _on_close(
             if notes is not None:
                 notes.append(f"{e.kind} dropped: session {token!r} is already closed")
             return
+        if s.reborn_from is not None and _later(e.event_time, s.reborn_from) is False:
+            if notes is not None:
+                notes.append(
+                    f"stale {e.kind} dropped: device time {e.event_time} is the older "
+                    f"connection's of the reused token {token!r}"
+                )
+            return
         s.session_open = False
         s.closed_time = e.event_time
         if notes is not None:
@@ -364,11 +400,9 @@ def _on_close(
         _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes)
         return
     never_born = token not in s.known_sessions
-    if s.session is None or (
-        s.session_open and never_born and _later(e.event_time, s.session_time) is True
-    ):
+    if s.session is None or (s.session_open and never_born and _will_is_newer(s, token, e)):
         # The first we hear of the device, or a later connection that died before its birth
-        # arrived (device times say so): the device is offline.
+        # arrived (device times, or else counter order, say so): the device is offline.
         _replace_session(s, token, e, config, is_open=False)
         s.born_dead = (*s.born_dead, token)[-config.known_sessions :]
         s.session_time = s.closed_time = e.event_time

@@ -56,6 +56,7 @@ class DeviceState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     closed_time: int | None = None  # device time of the event that closed it, if it sent one
     born_dead: tuple[SessionToken, ...] = ()  # tokens whose will came before any birth of theirs
     birth_at: int = 0  # receive time of the latest birth
+    reborn_from: int | None = None  # a reused token: device time of the birth it replaced
 
 
 _encoder = msgspec.json.Encoder()

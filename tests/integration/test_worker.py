@@ -71,6 +71,9 @@ class Pipeline:
                 return err.code, json.loads(body)
             except ValueError:
                 return err.code, {"error": body.decode(errors="replace")}
+        except (urllib.error.URLError, ConnectionError) as err:
+            # A worker being killed or restarted drops its connections: no answer (yet).
+            return 0, {"error": repr(err)}
 
     def status_of(self, device: str) -> dict[str, Any] | None:
         code, body = self.get(f"/devices/{device}")
