@@ -19,6 +19,7 @@ from streams.presence import EventKind, PresenceConfig, Status
 from streams.presence.fleet import Fleet
 
 TICK_MS = 1_000  # how often the workers' timer ticks
+AFTER_FLAPPING_WINDOW_MS = 600_000  # how long after an episode its wrong status is counted
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Score:
     latencies_after_signal: list[int] = field(default_factory=list)  # from its first signal
     wrong_ms: int = 0
     total_ms: int = 0
+    after_flapping: list[int] = field(default_factory=list)  # wrong ms once an episode ended
 
     def row(self) -> dict[str, str]:
         lat = sorted(self.latencies)
@@ -82,6 +84,9 @@ class Score:
             "duplicate emissions": str(self.duplicate_emissions),
             "changes per true transition": _ratio(self.changes, self.true_transitions),
             "changes per flapping episode": _ratio(self.flapping_changes, self.flapping_episodes),
+            "wrong status after a flapper stabilises p50/p99": _percentiles(
+                sorted(self.after_flapping)
+            ),
             "offline latency after the signal p50/p99": _percentiles(sig),
             "offline latency after the disconnect p50/p99": _percentiles(lat),
             "device-time with wrong status": f"{100 * self.wrong_ms / max(self.total_ms, 1):.3f} %",
@@ -183,6 +188,11 @@ def _score_device(
         result.flapping_episodes += 1
         release = config.damping.max_suppress_ms if config.damping.enabled else 0
         result.flapping_changes += sum(1 for em in ems if a <= em.decided_at <= b + release)
+        # Once the episode is over, "flapping" is no longer the truth: the real status is.
+        window_end = min(end, b + AFTER_FLAPPING_WINDOW_MS)
+        result.after_flapping.append(
+            _wrong_time(tl, ems, window_end, start=b, flapping_is_right=False)
+        )
     result.wrong_ms += _wrong_time(tl, ems, end)
     result.total_ms += end - (tl.sessions[0].start if tl.sessions else 0)
 
@@ -197,17 +207,25 @@ def _shown_at(ems: list[Emitted], t: int) -> Emitted | None:
     return shown
 
 
-def _wrong_time(tl: DeviceTimeline, ems: list[Emitted], end: int) -> int:
-    """How long downstream showed a status other than the truth (flapping counts as right:
-    it says the device is unstable, which it is)."""
+def _wrong_time(
+    tl: DeviceTimeline,
+    ems: list[Emitted],
+    end: int,
+    start: int = 0,
+    flapping_is_right: bool = True,
+) -> int:
+    """How long, between `start` and `end`, downstream showed a status other than the truth
+    (flapping counts as right while the device flaps: it says it is unstable, which it is)."""
     points = sorted(
-        {
-            0,
+        t
+        for t in {
+            start,
             end,
             *(em.decided_at for em in ems),
             *(s.start for s in tl.sessions),
             *(s.end for s in tl.sessions if s.end),
         }
+        if start <= t <= end
     )
     wrong = 0
     idx = -1
@@ -217,7 +235,7 @@ def _wrong_time(tl: DeviceTimeline, ems: list[Emitted], end: int) -> int:
         if idx < 0 or t0 < tl.sessions[0].start:
             continue
         shown = ems[idx]
-        if shown.flapping:
+        if shown.flapping and flapping_is_right:
             continue
         if (shown.status is Status.ONLINE) != tl.online_at(t0):
             wrong += t1 - t0

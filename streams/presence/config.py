@@ -23,7 +23,7 @@ class DampingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     again when it has stayed up about one half-life (60 s) after the flapping ends; and nobody
     should wait more than 5 minutes to see the real status of a device that stopped flapping.
 
-    A damped device that has stayed up for `release_when_up_ms` (60 s) is released then, whatever
+    A damped device that has stayed up for `release_when_up_ms` (30 s) is released then, whatever
     its penalty: a flapper that stabilised up is shown online within that time of its last
     reconnect (the penalty stays, so a relapse is damped again at once). One that stays down is
     released, offline, when the penalty has decayed (at most `max_suppress_ms` after its last drop).
@@ -35,7 +35,7 @@ class DampingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     reuse: float = 1000.0
     half_life_ms: int = 60_000
     max_suppress_ms: int = 300_000
-    release_when_up_ms: int = 60_000
+    release_when_up_ms: int = 30_000
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(x) for x in (self.penalty, self.suppress, self.reuse)):
