@@ -18,6 +18,7 @@ import time
 import msgspec
 from kafka.errors import KafkaConfigurationError, KafkaError
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_when_event_set,
@@ -34,6 +35,7 @@ from bridge.mqtt_source import MqttSource
 from bridge.poison import CrashMemory
 from bridge.profiles import build, subscriptions
 from bridge.translate import Translator
+from mqtt_presence.outages import Outages
 from streams.presence import ConnectionEvent
 from streams.records import DeadLetterRecord
 
@@ -66,6 +68,14 @@ class Bridge:
         self.window = AckWindow()
         self.source = MqttSource(settings, filters, self)
         self.crash_memory = CrashMemory(settings.crash_memory_file)
+        self.outages = Outages(
+            self.metrics.outage,
+            self.metrics.outages,
+            log,
+            "nothing is acknowledged or lost meanwhile: the MQTT broker keeps the messages "
+            "in our session",
+        )
+        self._progress_at = time.monotonic()  # the last time Kafka acknowledged, or idle
         self.sink: KafkaSink | None = None
         self.http_port: int | None = None
         self._stop = threading.Event()
@@ -131,6 +141,7 @@ class Bridge:
 
     def on_mqtt_connected(self, session_present: bool) -> None:
         self.metrics.connected.labels("mqtt").set(1)
+        self.outages.up("MQTT")
         log.info(
             "connected to MQTT %s as %r (session %s)",
             self.settings.mqtt_url,
@@ -140,7 +151,7 @@ class Bridge:
 
     def on_mqtt_disconnected(self, reason: str) -> None:
         self.metrics.connected.labels("mqtt").set(0)
-        log.warning("MQTT connection lost: %s", reason)
+        self.outages.down("MQTT", f"connection lost: {reason}")
 
     def on_mqtt_message(self, msg: MqttMessage, mid: int, qos: int) -> None:
         if self._draining or self.sink is None or self._kafka_error is not None:
@@ -169,6 +180,8 @@ class Bridge:
             self._kafka_error = exc
             return
         if qos > 0:
+            if not self.window:
+                self._progress_at = time.monotonic()  # from idle: the clock starts now
             self.window.add(mid, pending)
         else:  # QoS 0: nothing to acknowledge, and nothing the broker could deliver again
             pending.add_callback(lambda _metadata: self.metrics.produced.inc())
@@ -193,15 +206,36 @@ class Bridge:
         released, error = self.window.release()
         for mid in released:
             self.source.ack(mid, 1)
+        now = time.monotonic()
         if released:
             self.metrics.produced.inc(len(released))
             self.metrics.acknowledged.inc(len(released))
+            self._progress_at = now
+            self.outages.up("Kafka")
+        elif self.window and now - self._progress_at > self.settings.kafka_stall_s:
+            # kafka-python retries on its own and says nothing we can act on: a write that
+            # waits this long is an outage for the operator, before any write fails.
+            if not self.outages.active("Kafka"):
+                self.metrics.kafka_errors.inc()
+            self.outages.down(
+                "Kafka", f"no write acknowledged for {self.settings.kafka_stall_s:.0f} s"
+            )
         if error is not None and self._kafka_error is None:
             self.metrics.kafka_errors.inc()
             self._kafka_error = error if isinstance(error, Exception) else KafkaError(str(error))
         self.metrics.in_flight.set(len(self.window))
 
-    def _retrying(self) -> Retrying:
+    def _retrying(self, broker: str) -> Retrying:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.outages.down(broker, exc)  # one line per outage; the retries at DEBUG
+            log.debug(
+                "%s: %s; retrying in %.1f s",
+                broker,
+                exc,
+                state.next_action.sleep if state.next_action else 0,
+            )
+
         return Retrying(
             wait=wait_exponential_jitter(
                 multiplier=self.settings.reconnect_min_s, max=self.settings.reconnect_max_s
@@ -209,11 +243,7 @@ class Bridge:
             retry=retry_if_exception(_worth_retrying),
             stop=stop_when_event_set(self._stop),
             sleep=self._sleep,
-            before_sleep=lambda state: log.warning(
-                "%s; retrying in %.1f s",
-                state.outcome.exception() if state.outcome else "",
-                state.next_action.sleep if state.next_action else 0,
-            ),
+            before_sleep=before_sleep,
             reraise=False,
             retry_error_callback=lambda _state: None,
         )
@@ -228,17 +258,19 @@ class Bridge:
             raise ConfigurationError(f"Kafka producer settings refused: {exc}") from exc
 
     def _connect_kafka_retrying(self) -> KafkaSink | None:
-        for attempt in self._retrying():
+        for attempt in self._retrying("Kafka"):
             with attempt:
                 sink = KafkaSink(self.settings)
                 sink.ensure_topics()
                 self.metrics.connected.labels("kafka").set(1)
                 log.info("connected to Kafka %s", self.settings.kafka_bootstrap)
+                self._progress_at = time.monotonic()
+                self.outages.up("Kafka")
                 return sink
         return None
 
     def _connect_mqtt(self) -> None:
-        for attempt in self._retrying():
+        for attempt in self._retrying("MQTT"):
             with attempt:
                 self.source.connect()
                 return
@@ -251,11 +283,7 @@ class Bridge:
         self._connect_mqtt()
 
     def _recover_from_kafka_failure(self) -> None:
-        log.error(
-            "Kafka write failed (%s): not acknowledging; the MQTT broker keeps the "
-            "messages in our session until Kafka is back",
-            self._kafka_error,
-        )
+        self.outages.down("Kafka", f"a write failed: {self._kafka_error}")
         self.metrics.connected.labels("kafka").set(0)
         self.source.disconnect()
         dropped = self.window.reset()

@@ -60,6 +60,9 @@ class BridgeSettings(FileTableSettings):
     http_port: int | None = Field(None, description="metrics and health; None: off, 0: any")
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    kafka_stall_s: float = Field(
+        5.0, gt=0, description="a Kafka write unacknowledged this long is reported as an outage"
+    )
     state_dir: Path | None = Field(
         Path("~/.local/state/mqtt-presence/bridge"),
         description="where the bridge remembers a message that ended its process (None: off)",

@@ -47,6 +47,15 @@ class BridgeMetrics:
         self.connected = Gauge(
             "presence_bridge_connected", "1 when connected", ["broker"], registry=r
         )
+        self.outage = Gauge(
+            "presence_bridge_outage",
+            "1 while the broker is unreachable (Kafka: also while writes stall)",
+            ["broker"],
+            registry=r,
+        )
+        self.outages = Counter(
+            "presence_bridge_outages", "outages that ended", ["broker"], registry=r
+        )
         self.redelivered_unacked = Counter(
             "presence_bridge_unacked_dropped",
             "messages left unacknowledged at a disconnect (the broker redelivers them)",

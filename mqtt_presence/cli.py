@@ -16,6 +16,7 @@ import msgspec
 import typer
 from rich.console import Console
 
+from mqtt_presence.quiet import quiet_libraries
 from mqtt_presence.settings import ConfigError, load_file, presence_config
 from mqtt_presence.stack import LocalStack, StackError
 
@@ -305,6 +306,8 @@ def setup_logging(verbose: bool) -> None:
     )
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    if not verbose:
+        quiet_libraries()
 
 
 @app.command("bridge")
@@ -371,10 +374,9 @@ def worker_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a streams worker: presence.raw through the core to presence.status and the table."""
-    from faust import Worker  # noqa: PLC0415
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from streams.app import create_app, declare_topics  # noqa: PLC0415
+    from streams.app import PresenceWorker, create_app, declare_topics  # noqa: PLC0415
     from streams.config import load_worker_settings  # noqa: PLC0415
     from streams.local_state import prepare_table_dir, read_identity  # noqa: PLC0415
 
@@ -401,7 +403,7 @@ def worker_command(
             Path(faust_app.conf.tabledir),
             read_identity(settings.kafka_bootstrap, topology.table.changelog_topic_name),
         )
-    Worker(faust_app, loglevel="DEBUG" if verbose else "INFO").execute_from_commandline()
+    PresenceWorker(faust_app, loglevel="DEBUG" if verbose else "INFO").execute_from_commandline()
 
 
 @app.command("status")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import faust
 
+from mqtt_presence.quiet import quiet_libraries
 from streams.config import WorkerSettings
 from streams.kafka_topics import TopicSpec, ensure_topics
 from streams.presence import PresenceConfig
@@ -60,3 +62,13 @@ def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.
     topology = build_topology(app, settings, config)
     register_views(app, topology)
     return app, topology
+
+
+class PresenceWorker(faust.Worker):
+    """Faust's worker, with the Kafka clients' repeated lines rate-limited once Faust has set
+    up its logging (a Kafka outage made aiokafka write thousands of lines a minute)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        if level > logging.DEBUG:
+            quiet_libraries()

@@ -51,6 +51,9 @@ class WorkerSettings(FileTableSettings):
         description="a table recovery that reads nothing for this long ends the process (exit "
         "75) so that its supervisor restarts it: Faust's recovery can hang after a rebalance",
     )
+    kafka_stall_s: float = Field(
+        5.0, gt=0, description="a write unacknowledged this long is reported as a Kafka outage"
+    )
     max_clock_skew_s: float = Field(
         300.0,
         gt=0,

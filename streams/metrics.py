@@ -40,6 +40,15 @@ class WorkerMetrics:
             "records the agent wrote that Kafka did not take (the worker exits with status 75)",
             registry=r,
         )
+        self.outage = Gauge(
+            "presence_worker_outage",
+            "1 while the broker is unreachable (Kafka: writes unacknowledged)",
+            ["broker"],
+            registry=r,
+        )
+        self.outages = Counter(
+            "presence_worker_outages", "outages that ended", ["broker"], registry=r
+        )
         self.pending_deadlines = Gauge(
             "presence_worker_pending_deadlines",
             "devices with a pending deadline on this worker",

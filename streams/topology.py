@@ -18,6 +18,7 @@ import base64
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ import faust
 import msgspec
 from kafka.partitioner.default import murmur2
 
+from mqtt_presence.outages import Outages
 from streams.config import WorkerSettings
 from streams.metrics import WorkerMetrics
 from streams.presence import (
@@ -122,6 +124,40 @@ def clock_skew(received_at: int, now: int, bound_ms: int) -> str | None:
         f"received_at {received_at} is {ahead / 1000:.0f} s ahead of this worker's clock "
         f"(max_clock_skew_s is {bound_ms / 1000:.0f}): check the clock of the bridge that wrote it"
     )
+
+
+class WriteWatch:
+    """Tells when Kafka stopped taking the worker's writes: the clock's ticks are written every
+    second, so the oldest tick Kafka has not acknowledged says how long it has been away. One
+    line when that passes `stall_s`, one when a write gets through again (see `Outages`)."""
+
+    def __init__(self, stall_s: float, outages: Outages) -> None:
+        self.stall_s = stall_s
+        self.outages = outages
+        self.pending: deque[tuple[float, asyncio.Future[Any]]] = deque()
+
+    @classmethod
+    def of(cls, stall_s: float, metrics: WorkerMetrics) -> WriteWatch:
+        outages = Outages(
+            metrics.outage,
+            metrics.outages,
+            log,
+            "the worker waits; it loses nothing (its input stays in presence.raw)",
+        )
+        return cls(stall_s, outages)
+
+    def sent(self, delivery: asyncio.Future[Any]) -> None:
+        self.pending.append((time.monotonic(), delivery))
+
+    def check(self, now: float) -> None:
+        delivered = False
+        while self.pending and self.pending[0][1].done():
+            _, done = self.pending.popleft()
+            delivered = delivered or (not done.cancelled() and done.exception() is None)
+        if delivered:
+            self.outages.up("Kafka")
+        if self.pending and now - self.pending[0][0] > self.stall_s:
+            self.outages.down("Kafka", f"no write acknowledged for {self.stall_s:.0f} s")
 
 
 class DeliveryError(RuntimeError):
@@ -333,6 +369,16 @@ def _raw_topic(app: faust.App, name: str, settings: WorkerSettings, **kw: Any) -
     )
 
 
+async def send_ticks(app: faust.App, ticks: Any, raw_topic: str, watch: WriteWatch) -> None:
+    """Time passes: a tick into `presence.ticks` for each raw partition this worker owns, each
+    watched until Kafka has it."""
+    value = _encode({"now": time.time_ns() // 1_000_000})
+    for tp in app.assignor.assigned_actives():
+        if tp.topic == raw_topic:
+            watch.sent(await ticks.send(key=b"tick", value=value, partition=tp.partition))
+    watch.check(time.monotonic())
+
+
 def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceConfig) -> Topology:
     raw = _raw_topic(app, settings.raw_topic, settings)
     ticks = _raw_topic(app, settings.ticks_topic, settings)
@@ -367,13 +413,11 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         async for event in stream.events():  # type: ignore[attr-defined]
             await processor.handle(event)
 
+    kafka_watch = WriteWatch.of(settings.kafka_stall_s, metrics)
+
     @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def clock() -> None:
-        now = time.time_ns() // 1_000_000
-        value = _encode({"now": now})
-        for tp in app.assignor.assigned_actives():
-            if tp.topic == settings.raw_topic:
-                await ticks.send(key=b"tick", value=value, partition=tp.partition)
+        await send_ticks(app, ticks, settings.raw_topic, kafka_watch)
 
     watch = RecoveryWatch(settings.recovery_stall_s)
 

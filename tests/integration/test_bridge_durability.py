@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 from bridge.kafka_sink import KafkaSink
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.stack.ports import free_port
+from mqtt_presence.worker_process import WorkerProcess
 from streams.presence import ConnectionEvent
 
 from .helpers import (
@@ -291,3 +293,93 @@ def test_a_message_that_ends_the_process_is_dead_lettered_instead_of_looping(
     letters = [msgspec.json.decode(r.value) for r in read_topic(stack, dlq, 10**9, timeout=5)]
     assert [(d["reason"], d["payload_base64"]) for d in letters] == [("poison", "Q1JBU0gtTUU=")]
     assert "dead-letter topic" in (tmp_path / "bridge.log").read_text()
+
+
+LOUD = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b")
+
+
+def test_a_30_s_kafka_outage_is_two_lines_of_our_own_not_thousands(
+    own_stack: LocalStack, tmp_path: Path
+) -> None:
+    # An operator's probe: in 55 s of Kafka outage a worker wrote about 6,400 ERROR/WARNING
+    # lines and never said in its own words that Kafka was gone or back; the bridge said
+    # nothing at all during a short outage and its kafka_errors metric stayed 0.
+    stack = own_stack
+    info = stack.info()
+    assert info is not None
+    settings = bridge_settings(info)
+    prefix = topic_prefix(settings)
+    config = write_bridge_config(
+        tmp_path / "bridge.toml",
+        mqtt_url=info.mqtt_url,
+        kafka_bootstrap=info.kafka_bootstrap,
+        client_id=settings.client_id,
+        raw_topic=settings.raw_topic,
+        dlq_topic=settings.dlq_topic,
+        partitions=4,
+        state_dir=str(tmp_path / "state"),
+        topic=settings.profiles[0].topic,
+    )
+    port = free_port()
+    bridge_log = tmp_path / "bridge.log"
+    with bridge_log.open("wb") as out:
+        bridge = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mqtt_presence",
+                "bridge",
+                "--config",
+                str(config),
+                "--http-port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    topics = {
+        "raw": settings.raw_topic,
+        "status": unique("status"),
+        "dlq": unique("dlq"),
+        "ticks": unique("ticks"),
+        "prefix": prefix,
+    }
+    worker = WorkerProcess.start(
+        info.kafka_bootstrap, tmp_path, topics, unique("app"), partitions=4
+    ).wait_ready()
+    try:
+        wait_healthy(port, bridge)
+        before = NumberedPublisher(info, prefix, total=50).start()
+        assert len(before.finish()) == 50
+        marks = (bridge_log.stat().st_size, worker.log.stat().st_size)
+        stack.stop_kafka()
+        during = NumberedPublisher(info, prefix, total=100, first=50).start()
+        time.sleep(30)
+        stack.start_kafka()
+        acked = during.finish()
+        assert len(acked) == 100
+        seen = sessions_in_kafka(info, settings.raw_topic, acked, 90)
+        assert acked <= set(seen)
+        time.sleep(5)  # the worker's ticks get through again
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(30)
+        worker.stop()
+    bridge_text = bridge_log.read_bytes()[marks[0] :].decode(errors="replace")
+    worker_text = worker.log.read_bytes()[marks[1] :].decode(errors="replace")
+    bridge_loud = [line for line in bridge_text.splitlines() if LOUD.search(line)]
+    worker_loud = [line for line in worker_text.splitlines() if LOUD.search(line)]
+    print(
+        f"during a 30 s Kafka outage: bridge {len(bridge_loud)} WARNING/ERROR lines, "
+        f"worker {len(worker_loud)}"
+    )
+    assert bridge_text.count("Kafka is unreachable") == 1, bridge_text[-3000:]
+    assert bridge_text.count("Kafka is back after") == 1, bridge_text[-3000:]
+    assert worker_text.count("Kafka is unreachable") == 1, worker_text[-3000:]
+    assert worker_text.count("Kafka is back after") == 1, worker_text[-3000:]
+    assert 'presence_bridge_outages_total{broker="Kafka"} 1.0' in metrics
+    assert len(bridge_loud) <= 20, "\n".join(bridge_loud)
+    assert len(worker_loud) <= 100, "\n".join(worker_loud[:200])
