@@ -104,26 +104,27 @@ _OPENING = frozenset({EventKind.BIRTH, EventKind.CONNECTED})
 _ONLINE, _OFFLINE = Status.ONLINE, Status.OFFLINE
 
 
-def transition(
-    state: DeviceState | None, event: Input, config: PresenceConfig
-) -> tuple[DeviceState | None, list[StatusChange]]:
-    """Apply one event or tick to one device's state; returns the new state and its changes."""
-    new_state, changes, _ = step(state, event, config, None)
-    return new_state, changes
-
-
 def step(
     state: DeviceState | None, event: Input, config: PresenceConfig, notes: Notes
 ) -> tuple[DeviceState | None, list[StatusChange], Notes]:
     """`transition`, appending a sentence per decision to `notes` when it is a list."""
+    new_state, changes = transition(state, event, config, notes)
+    return new_state, changes, notes
+
+
+def transition(
+    state: DeviceState | None, event: Input, config: PresenceConfig, notes: Notes = None
+) -> tuple[DeviceState | None, list[StatusChange]]:
+    """Apply one event or tick to one device's state; returns the new state and its changes.
+    (`notes`: see `step`; the work is done here, the hot path, with no call in between.)"""
     changes: list[StatusChange] = []
     if isinstance(event, Tick):
         if state is None:
-            return None, changes, notes
+            return None, changes
         s = _copy(state)
         s.clock = max(s.clock, event.now)
         _fire_deadlines(s, config, changes, notes)
-        return s, changes, notes
+        return s, changes
 
     s = state.__copy__() if state is not None else DeviceState(device=event.device)  # type: ignore[attr-defined]
     received = event.received_at
@@ -144,7 +145,12 @@ def step(
     else:
         keep = config.dedup_memory
         if keep:
-            s.recent = (*recent, fp, received)[-2 * keep :]
+            cap = 2 * keep  # (fingerprint, receive time) pairs
+            s.recent = (
+                (*recent, fp, received)
+                if len(recent) < cap
+                else (*recent[len(recent) - cap + 2 :], fp, received)
+            )
         kind = event.kind
         if event.retain and s.observed is not None:
             if notes is not None:
@@ -157,7 +163,7 @@ def step(
             _on_close(s, event, now, config, changes, notes)
     if len(changes) == emitted_before:
         s.suppressed += 1
-    return s, changes, notes
+    return s, changes
 
 
 def next_deadline(state: DeviceState, config: PresenceConfig) -> int | None:
@@ -305,7 +311,8 @@ def _birth_verdict(s: DeviceState, token: SessionToken, e: ConnectionEvent) -> _
         return _Birth.LIFE
     if s.session is None and s.observed is None and token not in s.born_dead:
         return _Birth.NEW  # the first we hear of the device
-    newer_by_time = _later(e.event_time, s.session_time)
+    et, st = e.event_time, s.session_time
+    newer_by_time = None if et is None or st is None else et > st  # _later, inlined: hot path
     if e.dup and newer_by_time is not True:
         return _Birth.REDELIVERED
     late = token in s.born_dead and not _later(e.event_time, _dead_time(s, token))
