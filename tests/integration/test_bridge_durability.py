@@ -96,20 +96,21 @@ def sessions_in_kafka(
     return seen
 
 
-@pytest.fixture
-def bridge_process(stack: StackInfo, tmp_path: Path) -> tuple[list[str], dict[str, str], int]:
-    settings = bridge_settings(stack)
+def bridge_command(info: StackInfo, home: Path) -> tuple[list[str], dict[str, str], int]:
+    """`presence bridge` on a config file of its own: the command, its topics, its HTTP port."""
+    settings = bridge_settings(info)
     port = free_port()
     config = write_bridge_config(
-        tmp_path / "presence.toml",
-        mqtt_url=stack.mqtt_url,
-        kafka_bootstrap=stack.kafka_bootstrap,
+        home / "presence.toml",
+        mqtt_url=info.mqtt_url,
+        kafka_bootstrap=info.kafka_bootstrap,
         client_id=settings.client_id,
         raw_topic=settings.raw_topic,
         dlq_topic=settings.dlq_topic,
         partitions=4,
         reconnect_min_s=0.2,
         reconnect_max_s=2.0,
+        state_dir=str(home / "state"),
         topic=settings.profiles[0].topic,
     )
     cmd = [
@@ -122,7 +123,17 @@ def bridge_process(stack: StackInfo, tmp_path: Path) -> tuple[list[str], dict[st
         "--http-port",
         str(port),
     ]
-    return cmd, {"raw_topic": settings.raw_topic, "prefix": topic_prefix(settings)}, port
+    names = {
+        "raw_topic": settings.raw_topic,
+        "dlq_topic": settings.dlq_topic,
+        "prefix": topic_prefix(settings),
+    }
+    return cmd, names, port
+
+
+@pytest.fixture
+def bridge_process(stack: StackInfo, tmp_path: Path) -> tuple[list[str], dict[str, str], int]:
+    return bridge_command(stack, tmp_path)
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -249,13 +260,7 @@ def test_a_message_that_ends_the_process_is_dead_lettered_instead_of_looping(
     # The broker delivers an unacknowledged QoS 1 message again, DUP set, after each reconnect
     # (MQTT 5.0 sections 3.3.1.1 and 4.4): without crash memory this loops forever.
     cmd, names, port = bridge_process
-    config = Path(cmd[cmd.index("--config") + 1])
-    config.write_text(
-        config.read_text().replace(
-            "[bridge]\n", f"[bridge]\nstate_dir = {json.dumps(str(tmp_path / 'state'))}\n", 1
-        )
-    )
-    dlq = config.read_text().split('dlq_topic = "')[1].split('"')[0]
+    dlq = names["dlq_topic"]
     cmd = [sys.executable, "-c", CRASHING_BRIDGE, *cmd[3:]]
     log = (tmp_path / "bridge.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -307,39 +312,15 @@ def test_a_30_s_kafka_outage_is_two_lines_of_our_own_not_thousands(
     stack = own_stack
     info = stack.info()
     assert info is not None
-    settings = bridge_settings(info)
-    prefix = topic_prefix(settings)
-    config = write_bridge_config(
-        tmp_path / "bridge.toml",
-        mqtt_url=info.mqtt_url,
-        kafka_bootstrap=info.kafka_bootstrap,
-        client_id=settings.client_id,
-        raw_topic=settings.raw_topic,
-        dlq_topic=settings.dlq_topic,
-        partitions=4,
-        state_dir=str(tmp_path / "state"),
-        topic=settings.profiles[0].topic,
-    )
-    port = free_port()
+    cmd, names, port = bridge_command(info, tmp_path)
+    prefix = names["prefix"]
     bridge_log = tmp_path / "bridge.log"
     with bridge_log.open("wb") as out:
         bridge = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mqtt_presence",
-                "bridge",
-                "--config",
-                str(config),
-                "--http-port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "200"},
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"}
         )
     topics = {
-        "raw": settings.raw_topic,
+        "raw": names["raw_topic"],
         "status": unique("status"),
         "dlq": unique("dlq"),
         "ticks": unique("ticks"),
@@ -359,7 +340,7 @@ def test_a_30_s_kafka_outage_is_two_lines_of_our_own_not_thousands(
         stack.start_kafka()
         acked = during.finish()
         assert len(acked) == 100
-        seen = sessions_in_kafka(info, settings.raw_topic, acked, 90)
+        seen = sessions_in_kafka(info, names["raw_topic"], acked, 90)
         assert acked <= set(seen)
         time.sleep(5)  # the worker's ticks get through again
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
