@@ -214,9 +214,8 @@ class Bridge:
             self.outages.up("Kafka")
         elif self.window and now - self._progress_at > self.settings.kafka_stall_s:
             # kafka-python retries on its own and says nothing we can act on: a write that
-            # waits this long is an outage for the operator, before any write fails.
-            if not self.outages.active("Kafka"):
-                self.metrics.kafka_errors.inc()
+            # waits this long is an outage for the operator, before any write fails
+            # (presence_bridge_outage shows it; kafka_errors counts only failed writes).
             self.outages.down(
                 "Kafka", f"no write acknowledged for {self.settings.kafka_stall_s:.0f} s"
             )
