@@ -376,7 +376,7 @@ def worker_command(
     """Run a streams worker: presence.raw through the core to presence.status and the table."""
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from streams.app import PresenceWorker, create_app, declare_topics  # noqa: PLC0415
+    from streams.app import PresenceWorker, create_app, wait_for_kafka  # noqa: PLC0415
     from streams.config import load_worker_settings  # noqa: PLC0415
     from streams.local_state import prepare_table_dir, read_identity  # noqa: PLC0415
 
@@ -396,7 +396,7 @@ def worker_command(
         core = presence_config(data, str(config))
     except (ConfigError, ValidationError) as exc:
         raise fail(f"bad worker configuration: {exc}") from exc
-    declare_topics(settings)
+    wait_for_kafka(settings, lambda line: console.print(line, highlight=False))
     faust_app, topology = create_app(settings, core)
     if settings.store == "rocksdb":
         prepare_table_dir(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from kafka.errors import RetriableError
+from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from mqtt_presence.quiet import quiet_libraries
 from streams.config import WorkerSettings
@@ -33,6 +37,31 @@ def declare_topics(settings: WorkerSettings) -> None:
             TopicSpec(s.dlq_topic, s.partitions, s.replication_factor),
         ],
     )
+
+
+def wait_for_kafka(
+    settings: WorkerSettings, say: Callable[[str], None], max_wait_s: float = 30.0
+) -> None:
+    """Declare the topics, retrying with exponential backoff and jitter while Kafka cannot be
+    reached (as the bridge does), with one line when it is not there and one when it is."""
+    started = time.monotonic()
+    for attempt in Retrying(
+        wait=wait_exponential_jitter(initial=0.5, max=max_wait_s),
+        retry=retry_if_exception_type((RetriableError, OSError)),  # not a refused config
+        before_sleep=lambda state: (
+            say(
+                f"Kafka at {settings.kafka_bootstrap} is unreachable "
+                f"({state.outcome.exception() if state.outcome else ''}); waiting for it"
+            )
+            if state.attempt_number == 1
+            else None
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            declare_topics(settings)
+    if attempt.retry_state.attempt_number > 1:
+        say(f"Kafka is back after {time.monotonic() - started:.1f} s")
 
 
 def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.App, Topology]:

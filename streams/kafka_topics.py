@@ -24,7 +24,10 @@ class TopicSpec:
 
 def ensure_topics(bootstrap: str, client_id: str, specs: list[TopicSpec]) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    # 5 s to reach a broker, not kafka-python's 30: the callers retry with backoff and say so.
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id=client_id, bootstrap_timeout_ms=5_000
+    )
     try:
         for spec in specs:
             topic = NewTopic(

@@ -364,3 +364,28 @@ def test_a_30_s_kafka_outage_is_two_lines_of_our_own_not_thousands(
     assert 'presence_bridge_outages_total{broker="Kafka"} 1.0' in metrics
     assert len(bridge_loud) <= 20, "\n".join(bridge_loud)
     assert len(worker_loud) <= 100, "\n".join(worker_loud[:200])
+
+
+def test_a_worker_started_before_kafka_waits_for_it_instead_of_a_traceback(
+    own_stack: LocalStack, tmp_path: Path
+) -> None:
+    # `presence worker` with Kafka down printed a traceback and exited, where the bridge
+    # retries with backoff.
+    stack = own_stack
+    info = stack.info()
+    assert info is not None
+    stack.stop_kafka()
+    topics = {name: unique(name) for name in ("raw", "status", "dlq", "ticks", "prefix")}
+    worker = WorkerProcess.start(info.kafka_bootstrap, tmp_path, topics, unique("app"))
+    try:
+        wait_for(lambda: "is unreachable" in worker.log.read_text(), 30, "the waiting line")
+        time.sleep(3)
+        assert worker.proc.poll() is None, worker.log.read_text()[-2000:]
+        stack.start_kafka()
+        worker.wait_ready(90)
+        text = worker.log.read_text()
+    finally:
+        worker.stop()
+    assert text.count("is unreachable") == 1
+    assert "Kafka is back after" in text
+    assert "Traceback" not in text
