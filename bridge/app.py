@@ -40,6 +40,7 @@ from streams.presence import ConnectionEvent
 from streams.records import DeadLetterRecord
 
 log = logging.getLogger("presence.bridge")
+Written = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # Kafka topic, key, value, headers
 _encode = msgspec.json.Encoder().encode
 
 
@@ -158,7 +159,7 @@ class Bridge:
             return  # not acknowledged: the broker delivers it again to our session
         self.metrics.received.inc()
         if self.crash_memory.is_poison(msg):
-            record: ConnectionEvent | DeadLetterRecord = dead_letter(
+            topic, key, value, headers = self._dead_letter_of(
                 msg,
                 "poison",
                 "the bridge process ended while handling this message on its previous "
@@ -166,15 +167,16 @@ class Bridge:
             )
         else:
             self.crash_memory.begin(msg)
-            record = self._translate(msg)
+            try:
+                topic, key, value, headers = self._record_of(msg)
+            except Exception as exc:  # a bug of ours: this message must not stop the others
+                log.exception("handling a message from %r failed", msg.topic)
+                topic, key, value, headers = self._dead_letter_of(
+                    msg, "internal_error", f"{type(exc).__name__}: {exc}"
+                )
             self.crash_memory.end(msg)
-        if isinstance(record, ConnectionEvent):
-            topic, key, value = self.settings.raw_topic, record.device.encode(), _encode(record)
-        else:
-            topic, key, value = self.settings.dlq_topic, msg.topic.encode(), _encode(record)
-            self._dead_letter(record)
         try:
-            pending = self.sink.send(topic, key, value, kafka_headers(msg))
+            pending = self.sink.send(topic, key, value, headers)
         except KafkaError as exc:  # e.g. the buffer stayed full for max_block_ms
             self.metrics.kafka_errors.inc()
             self._kafka_error = exc
@@ -187,13 +189,20 @@ class Bridge:
             pending.add_callback(lambda _metadata: self.metrics.produced.inc())
             pending.add_errback(lambda exc: log.error("QoS 0 message lost by Kafka: %s", exc))
 
-    def _translate(self, msg: MqttMessage) -> ConnectionEvent | DeadLetterRecord:
-        """The message's record; whatever goes wrong, a dead letter: never an exception."""
-        try:
-            return self.translator.translate(msg)
-        except Exception as exc:  # the translator catches its profiles' errors; this is a bug
-            log.exception("translating a message from %r failed", msg.topic)
-            return dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
+    def _record_of(self, msg: MqttMessage) -> Written:
+        """What goes to Kafka for a message: its raw event, or its dead letter."""
+        record = self.translator.translate(msg)
+        if isinstance(record, ConnectionEvent):
+            headers = kafka_headers(msg)
+            return self.settings.raw_topic, record.device.encode(), _encode(record), headers
+        self._dead_letter(record)
+        return self.settings.dlq_topic, msg.topic.encode(), _encode(record), kafka_headers(msg)
+
+    def _dead_letter_of(self, msg: MqttMessage, reason: str, detail: str) -> Written:
+        record = dead_letter(msg, reason, detail)
+        self._dead_letter(record)
+        safe_topic = msg.topic.encode("utf-8", errors="replace")
+        return self.settings.dlq_topic, safe_topic, _encode(record), []
 
     def _dead_letter(self, record: DeadLetterRecord) -> None:
         self.metrics.dead_letters.labels(record.reason).inc()

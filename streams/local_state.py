@@ -36,7 +36,9 @@ class KafkaIdentity:
 
 
 def read_identity(bootstrap: str, changelog_topic: str) -> KafkaIdentity:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="presence-local-state")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="presence-local-state", bootstrap_timeout_ms=5_000
+    )
     try:
         cluster_id = str(admin.describe_cluster()["cluster_id"])
         topics = admin.describe_topics([changelog_topic])
