@@ -128,13 +128,14 @@ def clock_skew(received_at: int, now: int, bound_ms: int) -> str | None:
 
 class WriteWatch:
     """Tells when Kafka stopped taking the worker's writes: the clock's ticks are written every
-    second, so the oldest tick Kafka has not acknowledged says how long it has been away. One
-    line when that passes `stall_s`, one when a write gets through again (see `Outages`)."""
+    second, so writes waiting while none was acknowledged for `stall_s` mean Kafka is away. One
+    line when that happens, one when a write gets through again (see `Outages`)."""
 
     def __init__(self, stall_s: float, outages: Outages) -> None:
         self.stall_s = stall_s
         self.outages = outages
         self.pending: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self.acked_at = float("-inf")
 
     @classmethod
     def of(cls, stall_s: float, metrics: WorkerMetrics) -> WriteWatch:
@@ -150,13 +151,21 @@ class WriteWatch:
         self.pending.append((time.monotonic(), delivery))
 
     def check(self, now: float) -> None:
+        # Writes are acknowledged per partition, not in the order they were sent: any of them
+        # getting through ends an outage, and silence is measured from the last one that did,
+        # so a tick sent during the outage and acknowledged a moment late is not a second one.
         delivered = False
-        while self.pending and self.pending[0][1].done():
-            _, done = self.pending.popleft()
-            delivered = delivered or (not done.cancelled() and done.exception() is None)
+        waiting: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        for sent_at, delivery in self.pending:
+            if not delivery.done():
+                waiting.append((sent_at, delivery))
+            elif not delivery.cancelled() and delivery.exception() is None:
+                delivered = True
+        self.pending = waiting
         if delivered:
+            self.acked_at = now
             self.outages.up("Kafka")
-        if self.pending and now - self.pending[0][0] > self.stall_s:
+        if self.pending and now - max(self.pending[0][0], self.acked_at) > self.stall_s:
             self.outages.down("Kafka", f"no write acknowledged for {self.stall_s:.0f} s")
 
 
