@@ -28,16 +28,16 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
-from common import add_common_args, bench_stack, p50_p99
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.app import Bridge
-from bridge.config import load_bridge_settings
+from bench.common import add_common_args, bench_stack, p50_p99
+from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.bridge.config import load_bridge_settings
+from mqtt_presence.kafka_topics import read_from_beginning
 from mqtt_presence.stack import StackInfo
-from streams.kafka_topics import read_from_beginning
 
 
 def payload(i: int, ts_ns: int | None = None) -> bytes:

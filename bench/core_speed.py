@@ -3,7 +3,7 @@
     python bench/core_speed.py [--devices N] [--seed S]
 
 Prints events/s of `transition` alone on one core (events prepared beforehand, as a worker gets
-them decoded), events/s through the `Fleet` driver (deadline heap, ticks included), and the bytes
+them decoded), events/s through the `Devices` driver (deadline heap, ticks included), and the bytes
 held per tracked device at 100k and 1M devices (tracemalloc: the state, its key and the dict slot),
 each with its ratio to the target (200,000 events/s, 1 KiB per device).
 """
@@ -15,9 +15,9 @@ import gc
 import time
 import tracemalloc
 
-from fleet.simulator import SCENARIOS, simulate
-from streams.presence import ConnectionEvent, EventKind, PresenceConfig, SessionOrder, transition
-from streams.presence.fleet import Fleet
+from mqtt_presence.core import ConnectionEvent, EventKind, PresenceConfig, SessionOrder, transition
+from mqtt_presence.core.devices import Devices
+from mqtt_presence.sim.simulator import SCENARIOS, simulate
 
 TARGET_RATE = 200_000
 TARGET_BYTES = 1024
@@ -37,7 +37,7 @@ def rate_transition(events: list[ConnectionEvent], config: PresenceConfig) -> fl
 
 
 def rate_fleet(events: list[ConnectionEvent], config: PresenceConfig, until: int) -> float:
-    fleet = Fleet(config, tick_ms=1_000)
+    fleet = Devices(config, tick_ms=1_000)
     gc.disable()
     start = time.perf_counter()
     for _ in fleet.run(events, until=until):

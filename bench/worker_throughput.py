@@ -33,15 +33,15 @@ from pathlib import Path
 import msgspec
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from common import add_common_args, bench_stack, p50_p99
 from kafka import KafkaProducer
 
-from bridge.app import Bridge
-from fleet.simulator import SCENARIOS, simulate
+from bench.common import add_common_args, bench_stack, p50_p99
+from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
 from mqtt_presence.local_bridge import local_bridge_settings
+from mqtt_presence.sim.simulator import SCENARIOS, simulate
 from mqtt_presence.stack import StackInfo
 from mqtt_presence.worker_process import WorkerProcess
-from streams.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
 
 PARTITIONS = 8
 

@@ -25,19 +25,19 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from bridge.ack_window import AckWindow
-from bridge.config import BridgeSettings
-from bridge.errors import BridgeError, ConfigurationError
-from bridge.kafka_sink import KafkaSink
-from bridge.message import MqttMessage, dead_letter
-from bridge.metrics import BridgeMetrics, serve
-from bridge.mqtt_source import MqttSource
-from bridge.poison import CrashMemory
-from bridge.profiles import build, subscriptions
-from bridge.translate import Translator
+from mqtt_presence.bridge.ack_window import AckWindow
+from mqtt_presence.bridge.config import BridgeSettings
+from mqtt_presence.bridge.errors import BridgeError, ConfigurationError
+from mqtt_presence.bridge.kafka_sink import KafkaSink
+from mqtt_presence.bridge.message import MqttMessage, dead_letter
+from mqtt_presence.bridge.metrics import BridgeMetrics, serve
+from mqtt_presence.bridge.mqtt_source import MqttSource
+from mqtt_presence.bridge.poison import CrashMemory
+from mqtt_presence.bridge.profiles import build, subscriptions
+from mqtt_presence.bridge.translate import Translator
+from mqtt_presence.core import ConnectionEvent
+from mqtt_presence.core.records import DeadLetterRecord
 from mqtt_presence.outages import Outages
-from streams.presence import ConnectionEvent
-from streams.records import DeadLetterRecord
 
 log = logging.getLogger("presence.bridge")
 Written = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # Kafka topic, key, value, headers

@@ -14,8 +14,8 @@ from urllib.parse import unquote, urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from bridge.profiles import ProfileSettings
-from bridge.profiles.json_status import JsonProfileSettings
+from mqtt_presence.bridge.profiles import ProfileSettings
+from mqtt_presence.bridge.profiles.json_status import JsonProfileSettings
 from mqtt_presence.settings import FileTableSettings
 
 

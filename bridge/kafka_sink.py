@@ -9,8 +9,8 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner
 
-from bridge.config import BridgeSettings
-from streams.kafka_topics import TopicSpec, ensure_topics
+from mqtt_presence.bridge.config import BridgeSettings
+from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 PARTITION_CACHE = 200_000  # device ids; cleared when full

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
-from streams.presence import ConnectionEvent
-from streams.records import DeadLetterRecord
+from mqtt_presence.core import ConnectionEvent
+from mqtt_presence.core.records import DeadLetterRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bridge.config import BridgeSettings
-from bridge.errors import (
+from mqtt_presence.bridge.config import BridgeSettings
+from mqtt_presence.bridge.errors import (
     BridgeError,
     BrokerRefusedError,
     ClientIdConflictError,
     SubscriptionDeniedError,
 )
-from bridge.message import MqttMessage
+from mqtt_presence.bridge.message import MqttMessage
 
 log = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E

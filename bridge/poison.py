@@ -26,7 +26,7 @@ import logging
 import os
 from pathlib import Path
 
-from bridge.message import MqttMessage
+from mqtt_presence.bridge.message import MqttMessage
 
 log = logging.getLogger("presence.bridge")
 STRIKES = 2  # processes that died on one redelivered message before it is called poison

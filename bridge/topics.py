@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-from bridge.errors import ConfigurationError
+from mqtt_presence.bridge.errors import ConfigurationError
 
 _CAPTURE = re.compile(r"^\{([a-z_]+)\}$")
 

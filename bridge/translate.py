@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from bridge.message import Invalid, MqttMessage, Translated, dead_letter
-from bridge.profiles import Profile
-from streams.records import check_raw
+from mqtt_presence.bridge.message import Invalid, MqttMessage, Translated, dead_letter
+from mqtt_presence.bridge.profiles import Profile
+from mqtt_presence.core.records import check_raw
 
 
 class Translator:

@@ -191,7 +191,7 @@ def replay_command(
     ] = None,
 ) -> None:
     """Run a dump of presence.raw through the core; print status changes as JSON lines."""
-    from streams.replay import ReplayReport, replay  # noqa: PLC0415 - keeps `presence` start fast
+    from mqtt_presence.streams.replay import ReplayReport, replay  # noqa: PLC0415 - keeps `presence` start fast
 
     try:
         core = presence_config(load_file(config), str(config))
@@ -240,8 +240,8 @@ def bench_accuracy(
     """Simulated fleets through the core and through a naive baseline, against ground truth."""
     from rich.table import Table  # noqa: PLC0415
 
-    from fleet.accuracy import config_for, evaluate  # noqa: PLC0415
-    from fleet.simulator import SCENARIOS, simulate  # noqa: PLC0415
+    from mqtt_presence.sim.accuracy import config_for, evaluate  # noqa: PLC0415
+    from mqtt_presence.sim.simulator import SCENARIOS, simulate  # noqa: PLC0415
 
     names = scenario or list(SCENARIOS)
     unknown = sorted(set(names) - set(SCENARIOS))
@@ -332,9 +332,9 @@ def bridge_command(
 
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from bridge.app import Bridge  # noqa: PLC0415
-    from bridge.config import load_bridge_settings  # noqa: PLC0415
-    from bridge.errors import BridgeError  # noqa: PLC0415
+    from mqtt_presence.bridge.app import Bridge  # noqa: PLC0415
+    from mqtt_presence.bridge.config import load_bridge_settings  # noqa: PLC0415
+    from mqtt_presence.bridge.errors import BridgeError  # noqa: PLC0415
 
     setup_logging(verbose)
     try:
@@ -376,9 +376,9 @@ def worker_command(
     """Run a streams worker: presence.raw through the core to presence.status and the table."""
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from streams.app import PresenceWorker, create_app, wait_for_kafka  # noqa: PLC0415
-    from streams.config import load_worker_settings  # noqa: PLC0415
-    from streams.local_state import prepare_table_dir, read_identity  # noqa: PLC0415
+    from mqtt_presence.streams.app import PresenceWorker, create_app, wait_for_kafka  # noqa: PLC0415
+    from mqtt_presence.streams.config import load_worker_settings  # noqa: PLC0415
+    from mqtt_presence.streams.local_state import prepare_table_dir, read_identity  # noqa: PLC0415
 
     try:
         data = load_file(config)

@@ -26,13 +26,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from bridge.app import Bridge
-from fleet.live import KEEPALIVE_S, LiveDevice, LiveFleet
+from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.core import ConnectionEvent, StatusChange
+from mqtt_presence.kafka_topics import read_from_beginning
 from mqtt_presence.local_bridge import local_bridge_settings
+from mqtt_presence.sim.live import KEEPALIVE_S, LiveDevice, LiveFleet
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.worker_process import WorkerProcess, WorkerStartError
-from streams.kafka_topics import read_from_beginning
-from streams.presence import ConnectionEvent, StatusChange
 
 GRACE_MS = 2_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bridge.config import BridgeSettings, load_bridge_settings
+from mqtt_presence.bridge.config import BridgeSettings, load_bridge_settings
 from mqtt_presence.stack import StackInfo
 
 

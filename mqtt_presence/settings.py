@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 import msgspec
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
-from streams.presence import PresenceConfig
+from mqtt_presence.core import PresenceConfig
 
 
 class ConfigError(Exception):

@@ -11,12 +11,12 @@ import faust
 from kafka.errors import RetriableError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
+from mqtt_presence.core import PresenceConfig
+from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
 from mqtt_presence.quiet import quiet_libraries
-from streams.config import WorkerSettings
-from streams.kafka_topics import TopicSpec, ensure_topics
-from streams.presence import PresenceConfig
-from streams.topology import Topology, build_topology
-from streams.web import register_views
+from mqtt_presence.streams.config import WorkerSettings
+from mqtt_presence.streams.topology import Topology, build_topology
+from mqtt_presence.streams.web import register_views
 
 
 def declare_topics(settings: WorkerSettings) -> None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.presence import ConnectionEvent, Input, PresenceConfig, StatusChange, Tick
-from streams.presence.events import RAW_SCHEMA_VERSION
-from streams.presence.fleet import Fleet
+from mqtt_presence.core import ConnectionEvent, Input, PresenceConfig, StatusChange, Tick
+from mqtt_presence.core.devices import Devices
+from mqtt_presence.core.events import RAW_SCHEMA_VERSION
 
 
 class _DumpedEvent(ConnectionEvent, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -76,7 +76,7 @@ def replay(
             )
         explained.append(_encode(item))
 
-    fleet = Fleet(config, traced=explain, trace=trace if explain else None)
+    fleet = Devices(config, traced=explain, trace=trace if explain else None)
     last = 0
     for number, raw_line in enumerate(lines, start=1):
         line = raw_line

@@ -27,10 +27,7 @@ import faust
 import msgspec
 from kafka.partitioner.default import murmur2
 
-from mqtt_presence.outages import Outages
-from streams.config import WorkerSettings
-from streams.metrics import WorkerMetrics
-from streams.presence import (
+from mqtt_presence.core import (
     ConnectionEvent,
     DeviceState,
     Input,
@@ -43,7 +40,10 @@ from streams.presence import (
     next_deadline,
     transition,
 )
-from streams.records import DeadLetterRecord
+from mqtt_presence.core.records import DeadLetterRecord
+from mqtt_presence.outages import Outages
+from mqtt_presence.streams.config import WorkerSettings
+from mqtt_presence.streams.metrics import WorkerMetrics
 
 log = logging.getLogger("presence.worker")
 

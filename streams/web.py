@@ -20,8 +20,8 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.presence import DeviceState
-from streams.topology import Topology, status_view
+from mqtt_presence.core import DeviceState
+from mqtt_presence.streams.topology import Topology, status_view
 
 STATUS_FILTERS = ("online", "offline", "flapping")
 MAX_LIMIT = 1_000

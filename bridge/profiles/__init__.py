@@ -10,12 +10,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from bridge.profiles.base import Profile
-from bridge.profiles.emqx import EmqxProfile, EmqxProfileSettings
-from bridge.profiles.homie import HomieProfile, HomieProfileSettings
-from bridge.profiles.json_status import JsonProfile, JsonProfileSettings
-from bridge.profiles.plain import PlainProfile, PlainProfileSettings
-from bridge.profiles.sparkplug import SparkplugProfile, SparkplugProfileSettings
+from mqtt_presence.bridge.profiles.base import Profile
+from mqtt_presence.bridge.profiles.emqx import EmqxProfile, EmqxProfileSettings
+from mqtt_presence.bridge.profiles.homie import HomieProfile, HomieProfileSettings
+from mqtt_presence.bridge.profiles.json_status import JsonProfile, JsonProfileSettings
+from mqtt_presence.bridge.profiles.plain import PlainProfile, PlainProfileSettings
+from mqtt_presence.bridge.profiles.sparkplug import SparkplugProfile, SparkplugProfileSettings
 
 ProfileSettings = Annotated[
     JsonProfileSettings

@@ -7,11 +7,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from bridge.errors import ConfigurationError
-from bridge.message import Invalid, MqttMessage
-from bridge.topics import TopicPattern
-from streams.presence import ConnectionEvent, EventKind, SessionOrder, SessionToken
-from streams.presence.events import ID_PATTERN, MAX_ID_LENGTH
+from mqtt_presence.bridge.errors import ConfigurationError
+from mqtt_presence.bridge.message import Invalid, MqttMessage
+from mqtt_presence.bridge.topics import TopicPattern
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, SessionToken
+from mqtt_presence.core.events import ID_PATTERN, MAX_ID_LENGTH
 
 _ID = re.compile(ID_PATTERN)
 

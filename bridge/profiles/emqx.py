@@ -11,10 +11,10 @@ from typing import Literal
 
 import msgspec
 
-from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import ProfileSettingsBase, check_device, event_of, time_of
-from bridge.topics import TopicPattern
-from streams.presence import ConnectionEvent, EventKind, SessionOrder
+from mqtt_presence.bridge.message import Invalid, MqttMessage
+from mqtt_presence.bridge.profiles.base import ProfileSettingsBase, check_device, event_of, time_of
+from mqtt_presence.bridge.topics import TopicPattern
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
 
 _decode = msgspec.json.Decoder().decode
 

@@ -12,8 +12,8 @@ from typing import Literal
 
 import msgspec
 
-from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import (
+from mqtt_presence.bridge.message import Invalid, MqttMessage
+from mqtt_presence.bridge.profiles.base import (
     ProfileSettingsBase,
     check_device,
     event_of,
@@ -21,8 +21,8 @@ from bridge.profiles.base import (
     time_of,
     token_of,
 )
-from bridge.topics import TopicPattern
-from streams.presence import ConnectionEvent, EventKind
+from mqtt_presence.bridge.topics import TopicPattern
+from mqtt_presence.core import ConnectionEvent, EventKind
 
 _decode = msgspec.json.Decoder().decode
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import ProfileSettingsBase, check_device, event_of
-from bridge.topics import TopicPattern
-from streams.presence import ConnectionEvent, EventKind
+from mqtt_presence.bridge.message import Invalid, MqttMessage
+from mqtt_presence.bridge.profiles.base import ProfileSettingsBase, check_device, event_of
+from mqtt_presence.bridge.topics import TopicPattern
+from mqtt_presence.core import ConnectionEvent, EventKind
 
 
 class PlainProfileSettings(ProfileSettingsBase):

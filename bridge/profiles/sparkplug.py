@@ -14,10 +14,10 @@ from typing import Any, Literal
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from bridge.message import Invalid, MqttMessage
-from bridge.profiles.base import ProfileSettingsBase, check_device, event_of
-from bridge.topics import TopicPattern
-from streams.presence import ConnectionEvent, EventKind, SessionOrder
+from mqtt_presence.bridge.message import Invalid, MqttMessage
+from mqtt_presence.bridge.profiles.base import ProfileSettingsBase, check_device, event_of
+from mqtt_presence.bridge.topics import TopicPattern
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
 
 _F = descriptor_pb2.FieldDescriptorProto
 EVENTS = {"NBIRTH": EventKind.BIRTH, "NDEATH": EventKind.WILL, "NDATA": EventKind.ACTIVITY}

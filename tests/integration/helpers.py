@@ -16,8 +16,8 @@ from kafka import KafkaConsumer
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.app import Bridge
-from bridge.config import BridgeSettings
+from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.bridge.config import BridgeSettings
 from mqtt_presence.local_bridge import local_bridge_settings
 from mqtt_presence.stack import StackInfo
 

@@ -16,14 +16,18 @@ import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge.app import Bridge
-from bridge.errors import BrokerRefusedError, ClientIdConflictError, SubscriptionDeniedError
-from bridge.profiles.sparkplug import encode_payload
+from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.bridge.errors import (
+    BrokerRefusedError,
+    ClientIdConflictError,
+    SubscriptionDeniedError,
+)
+from mqtt_presence.bridge.profiles.sparkplug import encode_payload
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
+from mqtt_presence.core.records import DeadLetterRecord, schema_path
 from mqtt_presence.stack import StackInfo, mosquitto
 from mqtt_presence.stack.ports import free_port, is_listening
 from mqtt_presence.stack.processes import stop_pid
-from streams.presence import ConnectionEvent, EventKind, SessionOrder
-from streams.records import DeadLetterRecord, schema_path
 
 from .helpers import (
     Publisher,

@@ -20,11 +20,11 @@ import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge.kafka_sink import KafkaSink
+from mqtt_presence.bridge.kafka_sink import KafkaSink
+from mqtt_presence.core import ConnectionEvent
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.stack.ports import free_port
 from mqtt_presence.worker_process import WorkerProcess
-from streams.presence import ConnectionEvent
 
 from .helpers import (
     bridge_settings,
@@ -241,7 +241,7 @@ def test_a_producer_abandoned_while_kafka_is_down_leaves_no_thread(
 # the harness ends the process the way such a crash would, on one message.
 CRASHING_BRIDGE = """
 import os, sys
-from bridge.translate import Translator
+from mqtt_presence.bridge.translate import Translator
 real = Translator.translate
 def translate(self, msg):
     if b"CRASH-ME" in msg.payload:

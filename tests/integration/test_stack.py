@@ -18,9 +18,9 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.partitioner.default import murmur2
 
+from mqtt_presence.core import ConnectionEvent, EventKind
 from mqtt_presence.stack import LocalStack, PortInUseError, StackInfo, manager, ports
 from mqtt_presence.stack.processes import pid_running
-from streams.presence import ConnectionEvent, EventKind
 
 from .helpers import Publisher, bridge_settings, read_topic, running_bridge, topic_prefix, unique
 

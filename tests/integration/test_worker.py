@@ -23,14 +23,14 @@ import msgspec
 import pytest
 from kafka import KafkaProducer
 
-from bridge.app import Bridge
-from fleet.devices import MqttDevice
+from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, StatusChange
+from mqtt_presence.core.records import schema_path
+from mqtt_presence.sim.mqtt_device import MqttDevice
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.stack.ports import free_port
+from mqtt_presence.streams.topology import EXIT_RESTART_ME
 from mqtt_presence.worker_process import WorkerProcess
-from streams.presence import ConnectionEvent, EventKind, SessionOrder, StatusChange
-from streams.records import schema_path
-from streams.topology import EXIT_RESTART_ME
 
 from .helpers import (
     Publisher,

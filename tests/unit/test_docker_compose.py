@@ -9,10 +9,10 @@ from typing import Any
 import typer.main
 import yaml
 
-from bridge.config import load_bridge_settings
+from mqtt_presence.bridge.config import load_bridge_settings
 from mqtt_presence.cli import app
 from mqtt_presence.settings import load_file, presence_config
-from streams.config import load_worker_settings
+from mqtt_presence.streams.config import load_worker_settings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.ack_window import AckWindow
+from mqtt_presence.bridge.ack_window import AckWindow
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bridge.config import load_bridge_settings
-from bridge.profiles.plain import PlainProfileSettings
+from mqtt_presence.bridge.config import load_bridge_settings
+from mqtt_presence.bridge.profiles.plain import PlainProfileSettings
 
 
 def test_precedence_flags_env_file(monkeypatch: pytest.MonkeyPatch) -> None:

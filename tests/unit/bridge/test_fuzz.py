@@ -19,16 +19,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.message import Invalid, MqttMessage
-from bridge.profiles import Profile, build
-from bridge.profiles.emqx import EmqxProfileSettings
-from bridge.profiles.homie import HomieProfileSettings
-from bridge.profiles.json_status import JsonProfileSettings
-from bridge.profiles.plain import PlainProfileSettings
-from bridge.profiles.sparkplug import Payload, SparkplugProfileSettings
-from bridge.translate import Translator
-from streams.presence import ConnectionEvent
-from streams.records import DeadLetterRecord, check_raw
+from mqtt_presence.bridge.message import Invalid, MqttMessage
+from mqtt_presence.bridge.profiles import Profile, build
+from mqtt_presence.bridge.profiles.emqx import EmqxProfileSettings
+from mqtt_presence.bridge.profiles.homie import HomieProfileSettings
+from mqtt_presence.bridge.profiles.json_status import JsonProfileSettings
+from mqtt_presence.bridge.profiles.plain import PlainProfileSettings
+from mqtt_presence.bridge.profiles.sparkplug import Payload, SparkplugProfileSettings
+from mqtt_presence.bridge.translate import Translator
+from mqtt_presence.core import ConnectionEvent
+from mqtt_presence.core.records import DeadLetterRecord, check_raw
 
 T = 1_700_000_000_000
 PROFILES: dict[str, Profile] = {

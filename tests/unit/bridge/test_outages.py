@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bridge.metrics import BridgeMetrics
+from mqtt_presence.bridge.metrics import BridgeMetrics
 from mqtt_presence.outages import Outages
 from mqtt_presence.quiet import RateLimit
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.message import MqttMessage
-from bridge.poison import STRIKES, CrashMemory
+from mqtt_presence.bridge.message import MqttMessage
+from mqtt_presence.bridge.poison import STRIKES, CrashMemory
 
 T = 1_700_000_000_000
 

@@ -7,18 +7,18 @@ import json
 
 import pytest
 
-from bridge.errors import ConfigurationError
-from bridge.message import MqttMessage
-from bridge.profiles import build, subscriptions
-from bridge.profiles.emqx import EmqxProfileSettings
-from bridge.profiles.homie import HomieProfileSettings
-from bridge.profiles.json_status import JsonProfileSettings
-from bridge.profiles.plain import PlainProfileSettings
-from bridge.profiles.sparkplug import SparkplugProfileSettings, encode_payload
-from bridge.topics import TopicPattern
-from bridge.translate import Translator
-from streams.presence import ConnectionEvent, EventKind, SessionOrder
-from streams.records import DeadLetterRecord
+from mqtt_presence.bridge.errors import ConfigurationError
+from mqtt_presence.bridge.message import MqttMessage
+from mqtt_presence.bridge.profiles import build, subscriptions
+from mqtt_presence.bridge.profiles.emqx import EmqxProfileSettings
+from mqtt_presence.bridge.profiles.homie import HomieProfileSettings
+from mqtt_presence.bridge.profiles.json_status import JsonProfileSettings
+from mqtt_presence.bridge.profiles.plain import PlainProfileSettings
+from mqtt_presence.bridge.profiles.sparkplug import SparkplugProfileSettings, encode_payload
+from mqtt_presence.bridge.topics import TopicPattern
+from mqtt_presence.bridge.translate import Translator
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
+from mqtt_presence.core.records import DeadLetterRecord
 
 T = 1_700_000_000_000
 

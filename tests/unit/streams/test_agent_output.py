@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 
-from streams.metrics import WorkerMetrics
-from streams.presence import Reason, Status, StatusChange
-from streams.topology import EXIT_RESTART_ME, AgentOutput, DeliveryError, RecoveryWatch
+from mqtt_presence.core import Reason, Status, StatusChange
+from mqtt_presence.streams.metrics import WorkerMetrics
+from mqtt_presence.streams.topology import (
+    EXIT_RESTART_ME,
+    AgentOutput,
+    DeliveryError,
+    RecoveryWatch,
+)
 
 
 @dataclass
@@ -113,7 +118,7 @@ def test_a_refused_record_calls_the_failure_policy_once_and_stops_further_writes
 def test_the_workers_failure_policy_exits_at_once_with_a_clear_message() -> None:
     code = (
         "import logging; logging.basicConfig();"
-        "from streams.topology import exit_without_commit;"
+        "from mqtt_presence.streams.topology import exit_without_commit;"
         "exit_without_commit(TimeoutError('no leader for presence.status-3'));"
         "print('still running')"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.local_state import NOTE, KafkaIdentity, prepare_table_dir, stale_because
+from mqtt_presence.streams.local_state import NOTE, KafkaIdentity, prepare_table_dir, stale_because
 
 NOW = KafkaIdentity("cluster-A", "app-device-state-changelog", "topic-1")
 

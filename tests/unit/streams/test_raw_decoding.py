@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.presence import ConnectionEvent
-from streams.topology import _decode_event, clock_skew
+from mqtt_presence.core import ConnectionEvent
+from mqtt_presence.streams.topology import _decode_event, clock_skew
 
 BAD_RECORD = (msgspec.DecodeError, ValueError, KeyError, TypeError)  # as Processor.handle reads
 

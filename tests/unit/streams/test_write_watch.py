@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from streams.metrics import WorkerMetrics
-from streams.topology import WriteWatch
+from mqtt_presence.streams.metrics import WorkerMetrics
+from mqtt_presence.streams.topology import WriteWatch
 
 
 def test_writes_that_stall_are_one_outage_line_and_the_first_delivery_ends_it(

@@ -1,9 +1,9 @@
 """The wire contract: one record type per topic, and its JSON Schema.
 
 The schemas are generated from the msgspec types (so they cannot drift from the code), written to
-`streams/schemas/<topic>.v<version>.json` (so consumers can read them without Python), and a test
-fails when the files and the code disagree. A change that breaks consumers bumps the record's
-`schema_version` and adds a new file next to the old one.
+`schemas/<topic>.v<version>.json` beside this module (so consumers can read them without
+Python), and a test fails when the files and the code disagree. A change that breaks consumers
+bumps the record's `schema_version` and adds a new file next to the old one.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from streams.presence import ConnectionEvent, StatusChange
-from streams.presence.events import RAW_SCHEMA_VERSION, STATUS_SCHEMA_VERSION
+from mqtt_presence.core import ConnectionEvent, StatusChange
+from mqtt_presence.core.events import RAW_SCHEMA_VERSION, STATUS_SCHEMA_VERSION
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 DLQ_SCHEMA_VERSION = 1

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import msgspec
 
-from fleet.simulator import SCENARIOS, simulate
-from streams.presence import ConnectionEvent, PresenceConfig, StatusChange
-from streams.replay import ReplayReport, replay
+from mqtt_presence.core import ConnectionEvent, PresenceConfig, StatusChange
+from mqtt_presence.sim.simulator import SCENARIOS, simulate
+from mqtt_presence.streams.replay import ReplayReport, replay
 
 
 def dump(tmp_path: Path) -> Path:
@@ -127,10 +127,10 @@ def test_explaining_a_device_that_is_not_in_the_dump_says_so(tmp_path: Path) -> 
 
 
 def test_replay_memory_follows_devices_not_events_with_an_inactivity_timeout() -> None:
-    from streams.presence.fleet import Fleet  # noqa: PLC0415
+    from mqtt_presence.core.devices import Devices  # noqa: PLC0415
 
     config = PresenceConfig(inactivity_timeout_ms=3_600_000)
-    fleet = Fleet(config)
+    fleet = Devices(config)
     events = (
         b'{"device":"d%d","kind":"activity","received_at":%d}' % (i % 10, 1000 + i)
         for i in range(50_000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from streams.presence.events import Reason, SessionOrder, SessionToken, Status
+from mqtt_presence.core.events import Reason, SessionOrder, SessionToken, Status
 
 STATE_SCHEMA_VERSION = 1
 

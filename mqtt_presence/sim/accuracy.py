@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from fleet.simulator import DeviceTimeline, EndKind, Simulation
-from streams.presence import EventKind, PresenceConfig, Status
-from streams.presence.fleet import Fleet
+from mqtt_presence.core import EventKind, PresenceConfig, Status
+from mqtt_presence.core.devices import Devices
+from mqtt_presence.sim.simulator import DeviceTimeline, EndKind, Simulation
 
 TICK_MS = 1_000  # how often the workers' timer ticks
 AFTER_FLAPPING_WINDOW_MS = 600_000  # how long after an episode its wrong status is counted
@@ -36,7 +36,7 @@ class Emitted:
 def run_core(sim: Simulation, config: PresenceConfig) -> list[Emitted]:
     """Feed the simulation through the core in receive order, ticking each device when its
     deadline comes, rounded up to the workers' one-second timer, and up to the end."""
-    fleet = Fleet(config, tick_ms=TICK_MS)
+    fleet = Devices(config, tick_ms=TICK_MS)
     return [
         Emitted(c.device, c.status, c.flapping, c.since, c.decided_at)
         for c in fleet.run(sim.events, until=sim.duration_ms)

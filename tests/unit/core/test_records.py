@@ -8,18 +8,18 @@ import jsonschema
 import msgspec
 import pytest
 
-from bridge.message import MqttMessage, dead_letter
-from fleet.simulator import SCENARIOS, simulate
-from streams.presence import PresenceConfig
-from streams.presence.fleet import Fleet
-from streams.records import RECORDS, schema_of, schema_path
+from mqtt_presence.bridge.message import MqttMessage, dead_letter
+from mqtt_presence.core import PresenceConfig
+from mqtt_presence.core.devices import Devices
+from mqtt_presence.core.records import RECORDS, schema_of, schema_path
+from mqtt_presence.sim.simulator import SCENARIOS, simulate
 
 
 @pytest.mark.parametrize("topic", sorted(RECORDS))
 def test_committed_schema_matches_the_code(topic: str) -> None:
     committed = json.loads(schema_path(topic).read_text())
     assert committed == schema_of(topic), (
-        f"{schema_path(topic).name} is stale: run `python -m streams.records`"
+        f"{schema_path(topic).name} is stale: run `python -m mqtt_presence.core.records`"
     )
 
 
@@ -32,7 +32,7 @@ def test_raw_and_status_records_validate() -> None:
     raw, status = validator("presence.raw"), validator("presence.status")
     for event in sim.events:
         raw.validate(json.loads(msgspec.json.encode(event)))
-    changes = list(Fleet(PresenceConfig()).run(sim.events, until=sim.duration_ms))
+    changes = list(Devices(PresenceConfig()).run(sim.events, until=sim.duration_ms))
     assert changes
     for change in changes:
         status.validate(json.loads(msgspec.json.encode(change)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from streams.presence.events import SessionOrder, SessionToken
+from mqtt_presence.core.events import SessionOrder, SessionToken
 
 SERIAL8_HALF = 128
 

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import streams.presence
+import mqtt_presence.core
 
 FORBIDDEN = ("faust", "mode", "paho", "kafka", "aiokafka", "asyncio", "socket", "time", "random")
-CORE = Path(streams.presence.__file__).parent
+CORE = Path(mqtt_presence.core.__file__).parent
 
 
 def test_no_module_of_the_core_imports_io_or_frameworks() -> None:
@@ -30,7 +30,7 @@ def test_no_module_of_the_core_imports_io_or_frameworks() -> None:
 
 def test_importing_the_core_loads_no_framework() -> None:
     code = (
-        "import sys, streams.presence; "
+        "import sys, mqtt_presence.core; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('faust', 'paho', 'kafka', 'aiokafka', 'mode')))"
     )

@@ -1,6 +1,6 @@
 """Driving the machine for many devices at once, in time order. Pure, like the machine.
 
-`Fleet` keeps each device's state and a heap of pending deadlines, so time can be advanced for the
+`Devices` keeps each device's state and a heap of pending deadlines, so time can be advanced for the
 whole fleet by ticking only the devices whose deadline has come. Replay, the benchmarks and the
 simulator-driven tests use it; a worker does the same per partition with its table.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 
-from streams.presence.config import PresenceConfig
-from streams.presence.events import ConnectionEvent, Input, StatusChange, Tick
-from streams.presence.machine import Notes, next_deadline, step
-from streams.presence.state import DeviceState
+from mqtt_presence.core.config import PresenceConfig
+from mqtt_presence.core.events import ConnectionEvent, Input, StatusChange, Tick
+from mqtt_presence.core.machine import Notes, next_deadline, step
+from mqtt_presence.core.state import DeviceState
 
 Trace = Callable[[Input, list[str], list[StatusChange]], None]
 
 
-class Fleet:
+class Devices:
     """The states of many devices, advanced together. `tick_ms` rounds deadline ticks up to a
     timer period (what a worker's timer does); 0 ticks at each deadline itself. `trace`, with
     `traced` (a device id), hears every input of that device with the machine's reasons."""

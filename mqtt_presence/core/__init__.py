@@ -4,8 +4,8 @@
 `ConnectionEvent` or a `Tick`. See `machine` for the rules and `config` for the tuning.
 """
 
-from streams.presence.config import DampingConfig, PresenceConfig
-from streams.presence.events import (
+from mqtt_presence.core.config import DampingConfig, PresenceConfig
+from mqtt_presence.core.events import (
     ConnectionEvent,
     EventKind,
     Input,
@@ -16,14 +16,14 @@ from streams.presence.events import (
     StatusChange,
     Tick,
 )
-from streams.presence.machine import (
+from mqtt_presence.core.machine import (
     fingerprint,
     last_change,
     next_deadline,
     step,
     transition,
 )
-from streams.presence.state import DeviceState, decode_state, encode_state
+from mqtt_presence.core.state import DeviceState, decode_state, encode_state
 
 __all__ = [
     "ConnectionEvent",

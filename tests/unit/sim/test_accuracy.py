@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.accuracy import config_for, run_core, run_naive, score
-from fleet.simulator import SCENARIOS, simulate
-from streams.presence import PresenceConfig
+from mqtt_presence.core import PresenceConfig
+from mqtt_presence.sim.accuracy import config_for, run_core, run_naive, score
+from mqtt_presence.sim.simulator import SCENARIOS, simulate
 
 
 def test_same_seed_same_fleet_and_events() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from streams.presence import (
+from mqtt_presence.core import (
     ConnectionEvent,
     DeviceState,
     EventKind,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from streams.presence import ConnectionEvent, EventKind, SessionOrder
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
 
 
 class EndKind(StrEnum):

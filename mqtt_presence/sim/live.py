@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from fleet.devices import MqttDevice
+from mqtt_presence.sim.mqtt_device import MqttDevice
 
 KEEPALIVE_S = 4  # the broker publishes a lost connection's will 1.5 x this later
 

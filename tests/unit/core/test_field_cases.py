@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from streams.presence import (
+from mqtt_presence.core import (
     ConnectionEvent,
     DampingConfig,
     DeviceState,

@@ -71,8 +71,8 @@ from enum import Enum
 import msgspec
 import xxhash
 
-from streams.presence.config import PresenceConfig
-from streams.presence.events import (
+from mqtt_presence.core.config import PresenceConfig
+from mqtt_presence.core.events import (
     REASON_OF_KIND,
     ConnectionEvent,
     EventKind,
@@ -84,8 +84,8 @@ from streams.presence.events import (
     StatusChange,
     Tick,
 )
-from streams.presence.sessions import Cmp, compare
-from streams.presence.state import DeviceState
+from mqtt_presence.core.sessions import Cmp, compare
+from mqtt_presence.core.state import DeviceState
 
 Notes = list[str] | None
 
