@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 ARGS    ?=
 
-.PHONY: install demo test lint typecheck check stack-up stack-down clean
+.PHONY: install demo test lint typecheck clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)

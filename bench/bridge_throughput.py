@@ -1,6 +1,6 @@
-"""Bridge throughput and latency, side by side with the limits of the same machine (issue 3).
+"""Bridge throughput and latency, side by side with the limits of the same machine.
 
-    python bench/bridge_throughput.py [--messages 100000] [--latency-rate 1000] [--home DIR]
+    python -m bench.bridge_throughput [--messages 100000] [--latency-rate 1000] [--home DIR]
 
 Starts its own local stack (or uses the one in --home), then measures in one run:
 
@@ -215,7 +215,9 @@ def latency(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=100_000)
     add_common_args(parser)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
-"""Speed and memory of the presence core (issue 5, item 6).
+"""Speed and memory of the presence core.
 
-    python bench/core_speed.py [--devices N] [--seed S]
+    python -m bench.core_speed [--devices N] [--seed S]
 
 Prints events/s of `transition` alone on one core (events prepared beforehand, as a worker gets
 them decoded), events/s through the `Devices` driver (deadline heap, ticks included), and the bytes
@@ -81,7 +81,9 @@ def bytes_per_device(n: int, config: PresenceConfig) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", type=int, default=20_000, help="simulated fleet size")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--memory-sizes", default="100000,1000000")

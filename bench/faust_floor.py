@@ -1,7 +1,7 @@
 """Faust's own ceiling on this machine: an agent that only iterates a topic (and, with
 `--table-writes`, also writes one table key per event), with the worker's settings.
 
-    python bench/faust_floor.py BOOTSTRAP TOPIC N [--table-writes]
+    python -m bench.faust_floor BOOTSTRAP TOPIC N [--table-writes]
 
 Prints one line, `events/s <rate>`, once N events went through, and exits. Started by
 worker_throughput.py in a process of its own, so that its figure comes from the same run.
@@ -22,7 +22,9 @@ from faust.sensors.monitor import Monitor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("bootstrap")
     parser.add_argument("topic")
     parser.add_argument("events", type=int)

@@ -1,6 +1,6 @@
 """How much a Mosquitto crash loses of what it acknowledged, per autosave setting.
 
-    python bench/mosquitto_persistence.py [--messages N] [--runs R]
+    python -m bench.mosquitto_persistence [--messages N] [--runs R]
 
 The bridge's persistent session is where messages wait while the bridge cannot drain them (a
 Kafka outage, a stalled bridge). Mosquitto keeps that session in memory and writes its whole
@@ -121,7 +121,9 @@ def drain(port: int) -> set[bytes]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=2_000, help="births per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per setting (median shown)")
     parser.add_argument(

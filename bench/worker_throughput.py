@@ -1,13 +1,13 @@
-"""Streams worker throughput and end-to-end latency, beside the machine's own limit (issue 4).
+"""Streams worker throughput and end-to-end latency, beside the machine's own limit.
 
-    python bench/worker_throughput.py [--events 100000] [--latency-rate 1000] [--home DIR]
+    python -m bench.worker_throughput [--events 100000] [--latency-rate 1000] [--home DIR]
                                       [--skip-throughput] [--skip-latency]
 
 Starts its own local stack (or uses the one in --home), then measures in one run:
 
 1. the ceiling: a bare aiokafka loop that consumes the raw topic and produces every record to
    another topic (what Python on this machine can do at all, with no processing);
-2. Faust's own ceilings (bench/faust_floor.py): an agent that only iterates the same topic, and
+2. Faust's own ceilings (bench.faust_floor): an agent that only iterates the same topic, and
    one that also writes one table key per event (what the worker must do at least);
 3. one worker (`presence worker`, in-memory store) working through the same N raw events already
    in Kafka: events/s from its own counter (`presence_worker_events_total`);
@@ -92,10 +92,10 @@ async def bare_loop(info: StackInfo, source: str, sink: str, n: int) -> float:
 
 def faust_floor(info: StackInfo, topic: str, n: int, *, table_writes: bool) -> float:
     """events/s of a Faust agent that does nothing (or only writes the table), same topic."""
-    script = Path(__file__).with_name("faust_floor.py")
-    cmd = [sys.executable, str(script), info.kafka_bootstrap, topic, str(n)]
+    cmd = [sys.executable, "-m", "bench.faust_floor", info.kafka_bootstrap, topic, str(n)]
     out = subprocess.run(
         [*cmd, "--table-writes"] if table_writes else cmd,
+        cwd=Path(__file__).parents[1],
         capture_output=True,
         text=True,
         timeout=600,
@@ -125,7 +125,7 @@ def worker_rate(info: StackInfo, home: Path, topics: dict[str, str], n: int, wor
     ]
     try:
         first_at, deadline = 0.0, time.monotonic() + 600
-        done = 0.0
+        done = first_done = 0.0
         while time.monotonic() < deadline:
             done = sum(events_done(w.port) for w in procs)
             if done and not first_at:
@@ -133,6 +133,10 @@ def worker_rate(info: StackInfo, home: Path, topics: dict[str, str], n: int, wor
             if done >= n:
                 break
             time.sleep(0.2)
+        if not first_at:
+            raise SystemExit(f"{workers} worker(s) processed no event in 600 s: see {home}")
+        if done < n:
+            print(f"  ({workers} worker(s) processed {done:.0f} of {n} events before the deadline)")
         return (done - first_done) / (time.perf_counter() - first_at)
     finally:
         for w in procs:
@@ -228,7 +232,9 @@ def status_topic(name: str) -> TopicSpec:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")

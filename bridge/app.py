@@ -154,7 +154,7 @@ class Bridge:
         self.metrics.connected.labels("mqtt").set(0)
         self.outages.down("MQTT", f"connection lost: {reason}")
 
-    def on_mqtt_message(self, msg: MqttMessage, mid: int, qos: int) -> None:
+    def on_mqtt_message(self, msg: MqttMessage, mid: int) -> None:
         if self._draining or self.sink is None or self._kafka_error is not None:
             return  # not acknowledged: the broker delivers it again to our session
         self.metrics.received.inc()
@@ -181,7 +181,7 @@ class Bridge:
             self.metrics.kafka_errors.inc()
             self._kafka_error = exc
             return
-        if qos > 0:
+        if msg.qos > 0:
             if not self.window:
                 self._progress_at = time.monotonic()  # from idle: the clock starts now
             self.window.add(mid, pending)

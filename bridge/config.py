@@ -2,7 +2,8 @@
 
 pydantic-settings gives typed values, `SecretStr` passwords and environment variables for free.
 Sources, strongest first: command-line flags, environment (`PRESENCE_BRIDGE_*`, nested with `__`),
-the `[bridge]` table of the config file, then defaults (the local stack, PRODUCT.md's convention).
+the `[bridge]` table of the config file, then defaults (the local stack, the README's device
+convention).
 """
 
 from __future__ import annotations

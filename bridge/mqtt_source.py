@@ -43,7 +43,7 @@ FATAL_CONNACK = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}  # version, client id, cred
 
 
 class Listener(Protocol):
-    def on_mqtt_message(self, msg: MqttMessage, mid: int, qos: int) -> None: ...
+    def on_mqtt_message(self, msg: MqttMessage, mid: int) -> None: ...
     def on_mqtt_connected(self, session_present: bool) -> None: ...
     def on_mqtt_disconnected(self, reason: str) -> None: ...
 
@@ -256,4 +256,4 @@ class MqttSource:
             defect=defect,
         )
         self.delivered += 1
-        self.listener.on_mqtt_message(msg, message.mid, message.qos)
+        self.listener.on_mqtt_message(msg, message.mid)

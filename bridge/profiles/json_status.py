@@ -1,4 +1,5 @@
-"""The default convention (PRODUCT.md section 6): JSON status payloads on `devices/{device}/status`.
+"""The default convention (README, *The device convention*): JSON status payloads on
+`devices/{device}/status`.
 
 `{"status": "online"|"offline", "session": <token>, "ts": <ms>}` for birth, will and graceful
 offline; `"graceful": true` marks an offline the device sent itself. Field names, values and the

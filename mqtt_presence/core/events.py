@@ -46,13 +46,9 @@ class EventKind(StrEnum):
     def opens(self) -> bool:
         return self in (EventKind.BIRTH, EventKind.CONNECTED)
 
-    @property
-    def closes(self) -> bool:
-        return self in (EventKind.WILL, EventKind.OFFLINE, EventKind.DISCONNECTED)
-
 
 class SessionOrder(StrEnum):
-    """How two session tokens of one device compare (PRODUCT.md section 3)."""
+    """How two session tokens of one device compare (README, *Sessions*)."""
 
     COUNTER = "counter"  # integers that only go up (connection or boot counter)
     SERIAL8 = "serial8"  # 8-bit counter that wraps at 255 (Sparkplug bdSeq): RFC 1982

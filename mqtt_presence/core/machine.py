@@ -3,7 +3,7 @@
 Pure and deterministic: no I/O, no clock of its own, no randomness. An input is a raw
 `ConnectionEvent` or a `Tick`; both carry the time. The machine works in two layers:
 
-1. Observation. Each event is checked against the device's sessions (PRODUCT.md section 3): a
+1. Observation. Each event is checked against the device's sessions (README, *Sessions*): a
    repeat is dropped, a will only closes its own session, a stale will or a late birth changes
    nothing, and what is left moves the *observed* status (the truth as the events tell it).
 2. Emission. The observed status reaches downstream only when it has held for its debounce delay

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -42,13 +42,25 @@ class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     reason: str  # machine-readable: bad_payload, unknown_topic, oversize, device_mismatch, ...
     detail: str  # for a person: what exactly was wrong
-    topic: str
+    topic: Annotated[
+        str,
+        msgspec.Meta(
+            description="where the bytes came from: the MQTT topic, or for source worker the "
+            "Kafka topic the worker read them from"
+        ),
+    ]
     payload_base64: str  # the original bytes, untouched
     received_at: int
     retain: bool = False
     dup: bool = False
     user_properties: dict[str, str] = {}
-    source: str = "bridge"
+    source: Annotated[
+        str,
+        msgspec.Meta(
+            description="who refused it: the bridge's profile that read it (json, sparkplug, "
+            "...), bridge (before any profile: oversize, unknown topic, poison) or worker"
+        ),
+    ] = "bridge"
     schema_version: int = DLQ_SCHEMA_VERSION
 
 
@@ -70,8 +82,10 @@ RECORDS: dict[str, tuple[type[msgspec.Struct], int, str]] = {
     "presence.dlq": (
         DeadLetterRecord,
         DLQ_SCHEMA_VERSION,
-        "A message the bridge could not turn into a raw event, with the reason and "
-        "the original bytes. Key: the MQTT topic.",
+        "A message the bridge could not turn into a raw event (key: the MQTT topic), "
+        "or a raw record a worker could not process (source worker; key: the raw "
+        "record's key, the device id, so it stays in the device's partition), with "
+        "the reason and the original bytes.",
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Comparing session tokens safely (PRODUCT.md section 3).
+"""Comparing session tokens safely (README, *Sessions*).
 
 Counters and timestamps compare as numbers; Sparkplug's 8-bit bdSeq wraps, so it compares with
 serial-number arithmetic (RFC 1982), where two tokens exactly half the space apart have no order;

@@ -261,10 +261,6 @@ class LocalStack:
         kafka.wait_ready(info.kafka_bootstrap, lambda: proc.poll() is None, self.home / "kafka.log")
         return self._record(msgspec.structs.replace(info, kafka_pid=proc.pid))
 
-    def stop_mosquitto(self) -> None:
-        info = self._require_info()
-        stop_pid(info.mosquitto_pid, "mosquitto")
-
     def start_mosquitto(self) -> StackInfo:
         info = self._require_info()
         ensure_taken_by_nobody(info.mqtt_port, "MQTT", self.home)

@@ -1,6 +1,6 @@
 """The whole pipeline on the real stack: real devices, Mosquitto, the bridge, a streams worker.
 
-Each test is named after the field case it covers (PRODUCT.md section 1).
+Each test is named after the field case it covers.
 """
 
 from __future__ import annotations
@@ -613,6 +613,18 @@ def test_poison_messages_between_good_births_stop_nothing(pipeline: Pipeline) ->
     assert len(worker_letters) == 3
     assert sorted(d["reason"] for d in worker_letters) == ["bad_record", "bad_record", "clock_skew"]
     assert future not in changes
+    # The contract (README, *Records*, and the schema): both writers' letters validate; the
+    # bridge's are keyed by the MQTT topic, the worker's by the raw record's key.
+    schema = jsonschema.Draft202012Validator(json.loads(schema_path("presence.dlq").read_text()))
+    keyed = read_topic(pipeline.stack, pipeline.topics["dlq"], 10**9, 3)
+    for record in keyed:
+        letter = json.loads(record.value)
+        schema.validate(letter)
+        if letter["source"] == "worker":
+            assert letter["topic"] == pipeline.topics["raw"]
+            assert record.key in {straight.encode(), b"x", future.encode()}
+        else:
+            assert record.key == letter["topic"].encode()
     assert pipeline.bridge.health()["mqtt"]
     assert pipeline.bridge.health()["kafka"]
 
