@@ -269,7 +269,11 @@ class Bridge:
         for attempt in self._retrying("Kafka"):
             with attempt:
                 sink = KafkaSink(self.settings)
-                sink.ensure_topics()
+                try:
+                    sink.ensure_topics()
+                except BaseException:
+                    sink.close(timeout_s=1)  # its I/O thread must not outlive the attempt
+                    raise
                 self.metrics.connected.labels("kafka").set(1)
                 log.info("connected to Kafka %s", self.settings.kafka_bootstrap)
                 self._progress_at = time.monotonic()

@@ -1,7 +1,9 @@
 """The bridge's errors: one base, a few specific ones whose messages say what to do."""
 
+from mqtt_presence.errors import PresenceError
 
-class BridgeError(Exception):
+
+class BridgeError(PresenceError):
     """The bridge cannot go on."""
 
 

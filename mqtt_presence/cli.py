@@ -16,6 +16,7 @@ import msgspec
 import typer
 from rich.console import Console
 
+from mqtt_presence.errors import PresenceError
 from mqtt_presence.quiet import quiet_libraries
 from mqtt_presence.settings import ConfigError, load_file, presence_config
 from mqtt_presence.stack import LocalStack, StackError
@@ -466,4 +467,8 @@ def demo_command(
 
 
 def main() -> None:
-    app()
+    """The one place an error of the family ends a command: its message, status 1."""
+    try:
+        app()
+    except PresenceError as exc:
+        raise SystemExit(fail(str(exc)).exit_code) from None

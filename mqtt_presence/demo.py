@@ -28,6 +28,7 @@ from rich.table import Table
 
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.core import ConnectionEvent, StatusChange
+from mqtt_presence.errors import PresenceError
 from mqtt_presence.kafka_topics import read_from_beginning
 from mqtt_presence.local_bridge import local_bridge_settings
 from mqtt_presence.sim.live import KEEPALIVE_S, LiveDevice, LiveFleet
@@ -37,7 +38,7 @@ from mqtt_presence.worker_process import WorkerProcess, WorkerStartError
 GRACE_MS = 2_000
 
 
-class DemoError(Exception):
+class DemoError(PresenceError):
     """The demo could not run (a part did not start)."""
 
 

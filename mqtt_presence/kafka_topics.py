@@ -4,12 +4,15 @@ bridge and the workers."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+from mqtt_presence.errors import PresenceError
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +25,35 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def ensure_topics(bootstrap: str, client_id: str, specs: list[TopicSpec]) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+class TopicLayoutError(PresenceError):
+    """A topic exists with another partition count than the configuration says: records would go
+    to other partitions than the workers expect (co-partitioning, tick routing)."""
+
+
+def check_layout(found: dict[str, int], specs: Sequence[TopicSpec]) -> None:
+    """Stop, naming the topic and both counts, when an existing topic's partition count is not
+    the configured one. Keys hash to a partition by count: a raw topic with another count than
+    the ticks and the table's changelog breaks routing and co-partitioning without an error."""
+    wrong = [
+        f"{spec.name} has {found[spec.name]} partitions, the configuration says {spec.partitions}"
+        for spec in specs
+        if spec.name in found and found[spec.name] != spec.partitions
+    ]
+    if wrong:
+        raise TopicLayoutError(
+            "; ".join(wrong) + ". Set `partitions` to the topics' count (a worker's topics "
+            "must all have the same), or recreate the topics (their data is lost)"
+        )
+
+
+def ensure_topics(
+    bootstrap: str,
+    client_id: str,
+    specs: Sequence[TopicSpec],
+    others: Sequence[TopicSpec] = (),
+) -> None:
+    """Create the topics of `specs` that do not exist yet; existing ones, and those of `others`
+    that exist (created by someone else, e.g. Faust's changelog), are checked (`check_layout`)."""
     # 5 s to reach a broker, not kafka-python's 30: the callers retry with backoff and say so.
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap, client_id=client_id, bootstrap_timeout_ms=5_000
@@ -41,8 +71,14 @@ def ensure_topics(bootstrap: str, client_id: str, specs: list[TopicSpec]) -> Non
                 log.info("created Kafka topic %s (%d partitions)", spec.name, spec.partitions)
             except TopicAlreadyExistsError:
                 pass
+        described = admin.describe_topics([spec.name for spec in [*specs, *others]])
     finally:
         admin.close()
+    # kafka-python 3 names the field as the Metadata protocol does ("name"); 2.x said "topic"
+    found = {
+        t.get("name", t.get("topic")): len(t["partitions"]) for t in described if t["partitions"]
+    }
+    check_layout(found, [*specs, *others])
 
 
 def read_from_beginning(bootstrap: str, topic: str, idle_ms: int = 2_000) -> list[Any]:

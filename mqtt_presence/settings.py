@@ -15,9 +15,10 @@ import msgspec
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
 from mqtt_presence.core import PresenceConfig
+from mqtt_presence.errors import PresenceError
 
 
-class ConfigError(Exception):
+class ConfigError(PresenceError):
     """A configuration file could not be read or does not validate."""
 
 

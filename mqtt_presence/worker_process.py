@@ -13,10 +13,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from mqtt_presence.errors import PresenceError
 from mqtt_presence.stack.ports import free_port
 
 
-class WorkerStartError(Exception):
+class WorkerStartError(PresenceError):
     """The worker process exited or did not get ready; the message has its log's tail."""
 
 

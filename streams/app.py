@@ -15,7 +15,7 @@ from mqtt_presence.core import PresenceConfig
 from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
 from mqtt_presence.quiet import quiet_libraries
 from mqtt_presence.streams.config import WorkerSettings
-from mqtt_presence.streams.topology import Topology, build_topology
+from mqtt_presence.streams.topology import Topology, build_topology, changelog_topic
 from mqtt_presence.streams.web import register_views
 
 
@@ -36,6 +36,7 @@ def declare_topics(settings: WorkerSettings) -> None:
             ),
             TopicSpec(s.dlq_topic, s.partitions, s.replication_factor),
         ],
+        others=[TopicSpec(changelog_topic(s.app_id), s.partitions, s.replication_factor)],
     )
 
 

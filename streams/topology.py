@@ -126,6 +126,14 @@ def clock_skew(received_at: int, now: int, bound_ms: int) -> str | None:
     )
 
 
+TABLE_NAME = "device-state"
+
+
+def changelog_topic(app_id: str) -> str:
+    """The name Faust gives the table's changelog topic."""
+    return f"{app_id}-{TABLE_NAME}-changelog"
+
+
 class WriteWatch:
     """Tells when Kafka stopped taking the worker's writes: the clock's ticks are written every
     second, so writes waiting while none was acknowledged for `stall_s` mean Kafka is away. One
@@ -394,7 +402,7 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
     status = _raw_topic(app, settings.status_topic, settings, compacting=True)
     dlq = _raw_topic(app, settings.dlq_topic, settings)
     table = app.Table(
-        "device-state",
+        TABLE_NAME,
         default=None,
         key_type=bytes,
         value_type=bytes,

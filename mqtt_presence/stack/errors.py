@@ -1,7 +1,9 @@
 """Errors of the local stack, each with a message that says what to do."""
 
+from mqtt_presence.errors import PresenceError
 
-class StackError(Exception):
+
+class StackError(PresenceError):
     """Base error: the local stack could not be provisioned, started, queried or stopped."""
 
 

@@ -11,17 +11,18 @@ from pathlib import Path
 import mqtt_presence
 
 ROOT = Path(mqtt_presence.__file__).parent
-LEAVES = {"core", "settings", "kafka_topics", "outages", "quiet"}
+LEAVES = {"core", "errors", "settings", "kafka_topics", "outages", "quiet"}
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
-    "settings": {"core"},
-    "kafka_topics": set(),
+    "errors": set(),
+    "settings": {"core", "errors"},
+    "kafka_topics": {"errors"},
     "outages": set(),
     "quiet": set(),
     "bridge": {"bridge"} | LEAVES,
     "streams": {"streams"} | LEAVES,
     "sim": {"sim", "core"},
-    "stack": {"stack"},
+    "stack": {"stack", "errors"},
 }  # the rest (cli, demo and the helpers they start processes with) may import any room
 
 
