@@ -135,7 +135,7 @@ def bridge_drain(
     bridge.stop()
     thread.join(60)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    in_kafka = _count(info, settings.raw_topic)
+    in_kafka = _count(info, settings.kafka.raw_topic)
     return n / elapsed, cpu / elapsed, in_kafka
 
 
@@ -177,7 +177,10 @@ def latency(
     admin.create_topics(
         [
             NewTopic(
-                settings.raw_topic, 8, 1, topic_configs={"message.timestamp.type": "LogAppendTime"}
+                settings.kafka.raw_topic,
+                8,
+                1,
+                topic_configs={"message.timestamp.type": "LogAppendTime"},
             )
         ]
     )
@@ -208,7 +211,7 @@ def latency(
     c.disconnect()
     c.loop_stop()
     out = []
-    for m in read_from_beginning(info.kafka_bootstrap, settings.raw_topic, idle_ms=3000):
+    for m in read_from_beginning(info.kafka_bootstrap, settings.kafka.raw_topic, idle_ms=3000):
         sent = json.loads(m.value)["event_time"]
         out.append(m.timestamp - sent)
     return out

@@ -194,15 +194,20 @@ class Bridge:
         record = self.translator.translate(msg)
         if isinstance(record, ConnectionEvent):
             headers = kafka_headers(msg)
-            return self.settings.raw_topic, record.device.encode(), _encode(record), headers
+            return self.settings.kafka.raw_topic, record.device.encode(), _encode(record), headers
         self._dead_letter(record)
-        return self.settings.dlq_topic, msg.topic.encode(), _encode(record), kafka_headers(msg)
+        return (
+            self.settings.kafka.dlq_topic,
+            msg.topic.encode(),
+            _encode(record),
+            kafka_headers(msg),
+        )
 
     def _dead_letter_of(self, msg: MqttMessage, reason: str, detail: str) -> Written:
         record = dead_letter(msg, reason, detail)
         self._dead_letter(record)
         safe_topic = msg.topic.encode("utf-8", errors="replace")
-        return self.settings.dlq_topic, safe_topic, _encode(record), []
+        return self.settings.kafka.dlq_topic, safe_topic, _encode(record), []
 
     def _dead_letter(self, record: DeadLetterRecord) -> None:
         self.metrics.dead_letters.labels(record.reason).inc()
@@ -275,7 +280,7 @@ class Bridge:
                     sink.close(timeout_s=1)  # its I/O thread must not outlive the attempt
                     raise
                 self.metrics.connected.labels("kafka").set(1)
-                log.info("connected to Kafka %s", self.settings.kafka_bootstrap)
+                log.info("connected to Kafka %s", self.settings.kafka.bootstrap)
                 self._progress_at = time.monotonic()
                 self.outages.up("Kafka")
                 return sink

@@ -2,8 +2,8 @@
 
 pydantic-settings gives typed values, `SecretStr` passwords and environment variables for free.
 Sources, strongest first: command-line flags, environment (`PRESENCE_BRIDGE_*`, nested with `__`),
-the `[bridge]` table of the config file, then defaults (the local stack, the README's device
-convention).
+the `[bridge]` table of the config file (Kafka's address and topics: the shared `[kafka]` table),
+then defaults (the local stack, the README's device convention).
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from pydantic_settings import SettingsConfigDict
 
 from mqtt_presence.bridge.profiles import ProfileSettings
 from mqtt_presence.bridge.profiles.json_status import JsonProfileSettings
-from mqtt_presence.settings import FileTableSettings
+from mqtt_presence.settings import (
+    FileTableSettings,
+    KafkaSettings,
+    refuse_moved_kafka_keys,
+    split_kafka,
+)
 
 
 class BridgeSettings(FileTableSettings):
@@ -48,12 +53,8 @@ class BridgeSettings(FileTableSettings):
     shared_group: str | None = Field(None, description="subscribe as $share/<group>/<filter>")
     profiles: list[ProfileSettings] = Field(default_factory=lambda: [JsonProfileSettings()])  # type: ignore[arg-type]
     max_payload_bytes: int = Field(64 * 1024, gt=0)
-    # Kafka
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    raw_topic: str = "presence.raw"
-    dlq_topic: str = "presence.dlq"
-    partitions: int = Field(8, ge=1)
-    replication_factor: int = Field(1, ge=1)
+    # Kafka (where it is and the topics: the shared [kafka] table)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     linger_ms: int = Field(20, ge=0)
     delivery_timeout_ms: int = Field(30_000, ge=1_000)
     # Operations
@@ -126,5 +127,8 @@ class BridgeSettings(FileTableSettings):
 
 
 def load_bridge_settings(file_data: dict[str, Any], **overrides: Any) -> BridgeSettings:
-    """Settings from the config file's [bridge] table, the environment and `overrides`."""
-    return BridgeSettings.load(file_data, **overrides)
+    """Settings from the config file's [bridge] and [kafka] tables, the environment and
+    `overrides` (Kafka's among them, e.g. `kafka_bootstrap`, `raw_topic`, go to [kafka])."""
+    refuse_moved_kafka_keys(file_data, BridgeSettings.TABLE)
+    own, kafka = split_kafka(overrides)
+    return BridgeSettings.load(file_data, kafka=KafkaSettings.load(file_data, **kafka), **own)

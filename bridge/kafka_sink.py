@@ -10,7 +10,7 @@ from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner
 
 from mqtt_presence.bridge.config import BridgeSettings
-from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
+from mqtt_presence.kafka_topics import declared_topics, ensure_topics
 
 log = logging.getLogger(__name__)
 PARTITION_CACHE = 200_000  # device ids; cleared when full
@@ -58,7 +58,7 @@ class KafkaSink:
         self.settings = settings
         # Raises NoBrokersAvailable when Kafka is not there: the caller retries with backoff.
         self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            bootstrap_servers=settings.kafka.bootstrap,
             client_id=f"{settings.client_id}-producer",
             acks="all",
             enable_idempotence=True,  # retries never duplicate or reorder within a partition
@@ -74,15 +74,13 @@ class KafkaSink:
         )
 
     def ensure_topics(self) -> None:
-        """Create the raw and dead-letter topics if they do not exist (auto-create is off)."""
-        s = self.settings
+        """Create the raw and dead-letter topics if they do not exist (auto-create is off), and
+        check the partitions of those that do."""
+        declared = declared_topics(self.settings.kafka)
         ensure_topics(
-            s.kafka_bootstrap,
-            f"{s.client_id}-admin",
-            [
-                TopicSpec(name, s.partitions, s.replication_factor)
-                for name in (s.raw_topic, s.dlq_topic)
-            ],
+            self.settings.kafka.bootstrap,
+            f"{self.settings.client_id}-admin",
+            [declared["raw"], declared["dlq"]],
         )
 
     def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Any:

@@ -276,13 +276,18 @@ def local_stack_defaults(
     section: str,
     keys: tuple[str, ...] = ("mqtt_url", "kafka_bootstrap"),
 ) -> dict[str, str]:
-    """Broker addresses from the running local stack, for whatever the user did not set."""
+    """Broker addresses from the running local stack, for whatever the user did not set (in the
+    part's table or `[kafka]`, or their environment variables)."""
     import os  # noqa: PLC0415
 
-    table = file_data.get(section, {})
-    given = table if isinstance(table, dict) else {}
-    prefix = f"PRESENCE_{section.upper()}_"
-    missing = [k for k in keys if k not in given and prefix + k.upper() not in os.environ]
+    def given(key: str) -> bool:
+        table, name = ("kafka", "bootstrap") if key == "kafka_bootstrap" else (section, key)
+        found = file_data.get(table, {})
+        return (isinstance(found, dict) and name in found) or (
+            f"PRESENCE_{table.upper()}_{name.upper()}" in os.environ
+        )
+
+    missing = [k for k in keys if not given(k)]
     if not missing:
         return {}
     info = LocalStack().info()
@@ -380,6 +385,7 @@ def worker_command(
     from mqtt_presence.streams.app import PresenceWorker, create_app, wait_for_kafka  # noqa: PLC0415
     from mqtt_presence.streams.config import load_worker_settings  # noqa: PLC0415
     from mqtt_presence.streams.local_state import prepare_table_dir, read_identity  # noqa: PLC0415
+    from mqtt_presence.streams.topology import changelog_topic  # noqa: PLC0415
 
     try:
         data = load_file(config)
@@ -398,11 +404,11 @@ def worker_command(
     except (ConfigError, ValidationError) as exc:
         raise fail(f"bad worker configuration: {exc}") from exc
     wait_for_kafka(settings, lambda line: console.print(line, highlight=False))
-    faust_app, topology = create_app(settings, core)
+    faust_app, _ = create_app(settings, core)
     if settings.store == "rocksdb":
         prepare_table_dir(
             Path(faust_app.conf.tabledir),
-            read_identity(settings.kafka_bootstrap, topology.table.changelog_topic_name),
+            read_identity(settings.kafka.bootstrap, changelog_topic(settings.app_id)),
         )
     PresenceWorker(faust_app, loglevel="DEBUG" if verbose else "INFO").execute_from_commandline()
 

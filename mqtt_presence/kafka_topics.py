@@ -13,6 +13,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from mqtt_presence.errors import PresenceError
+from mqtt_presence.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,22 @@ class TopicSpec:
     partitions: int
     replication_factor: int = 1
     configs: dict[str, str] = field(default_factory=dict)
+
+
+def declared_topics(kafka: KafkaSettings) -> dict[str, TopicSpec]:
+    """Every topic of the pipeline as the [kafka] table declares it, by role (raw, ticks, status,
+    dlq): the bridge creates the ones it writes, a worker all of them, from this one place."""
+    k = kafka
+    return {
+        "raw": TopicSpec(k.raw_topic, k.partitions, k.replication_factor),
+        "ticks": TopicSpec(  # ticks are worthless after a while
+            k.ticks_topic, k.partitions, k.replication_factor, {"retention.ms": "3600000"}
+        ),
+        "status": TopicSpec(  # the last record per device is its current status
+            k.status_topic, k.partitions, k.replication_factor, {"cleanup.policy": "compact"}
+        ),
+        "dlq": TopicSpec(k.dlq_topic, k.partitions, k.replication_factor),
+    }
 
 
 class TopicLayoutError(PresenceError):

@@ -1,4 +1,5 @@
-"""Loading configuration files: one TOML file, one table per part ([presence], [bridge], ...).
+"""Loading configuration files: one TOML file, one table per part ([kafka], [presence], [bridge],
+[worker]).
 
 TOML because it is in the standard library (tomllib) and reads well for operators. Each part
 validates its own table: the core's with msgspec (its types are msgspec structs), so a wrong key or
@@ -7,12 +8,19 @@ type is reported with its path, e.g. `Expected int, got str - at $.damping.half_
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import msgspec
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from mqtt_presence.core import PresenceConfig
 from mqtt_presence.errors import PresenceError
@@ -75,3 +83,65 @@ class FileTableSettings(BaseSettings):
 
 
 _file_tables: dict[type[BaseSettings], dict[str, Any]] = {}
+
+
+class KafkaSettings(FileTableSettings):
+    """Where Kafka is and the topics every part uses, declared once (the `[kafka]` table,
+    `PRESENCE_KAFKA_*`): the bridge writes raw and dead letters, the workers read raw and ticks
+    and write status and dead letters, and all of them must agree on names and partitions."""
+
+    TABLE = "kafka"
+    model_config = SettingsConfigDict(env_prefix="PRESENCE_KAFKA_", frozen=True, extra="forbid")
+
+    bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port...]")
+    raw_topic: str = "presence.raw"
+    status_topic: str = "presence.status"
+    dlq_topic: str = "presence.dlq"
+    ticks_topic: str = "presence.ticks"
+    partitions: int = Field(
+        default=8, ge=1, description="of every topic; equal, so the worker's inputs co-partition"
+    )
+    replication_factor: int = Field(default=1, ge=1)
+
+
+# What a part's own table or the command line may still name, and where it lives now.
+KAFKA_KEYS = {
+    "kafka_bootstrap": "bootstrap",
+    **{k: k for k in KafkaSettings.model_fields if k != "bootstrap"},
+}
+
+
+def split_kafka(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Overrides for a part (`--kafka-bootstrap`, `raw_topic=...`) split into the part's own and
+    the `[kafka]` ones."""
+    own = {k: v for k, v in overrides.items() if k not in KAFKA_KEYS}
+    kafka = {KAFKA_KEYS[k]: v for k, v in overrides.items() if k in KAFKA_KEYS}
+    return own, kafka
+
+
+def refuse_moved_kafka_keys(file_data: dict[str, Any], table: str) -> None:
+    """A `[bridge]` or `[worker]` table that still names a Kafka key gets the way to fix it."""
+    given = file_data.get(table, {})
+    moved = [k for k in KAFKA_KEYS if isinstance(given, dict) and k in given]
+    if moved:
+        raise ConfigError(
+            f"[{table}] {', '.join(moved)}: Kafka's address, the topics and their partitions "
+            f"are declared once, in the [kafka] table ("
+            + ", ".join(f"{KAFKA_KEYS[k]} = ..." for k in moved)
+            + ")"
+        )
+
+
+def render_config(tables: dict[str, dict[str, Any]]) -> str:
+    """A config file's text from its tables (scalar values), a part's Kafka keys moved to
+    [kafka]: what the demo, the benchmarks and the tests write for the processes they start."""
+    kafka: dict[str, Any] = {}
+    lines: list[str] = []
+    for name, table in tables.items():
+        own, moved = split_kafka(table) if name != "kafka" else ({}, table)
+        kafka.update(moved)
+        if own:
+            lines += [f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in own.items()), ""]
+    if kafka:
+        lines = ["[kafka]", *(f"{k} = {json.dumps(v)}" for k, v in kafka.items()), "", *lines]
+    return "\n".join(lines)

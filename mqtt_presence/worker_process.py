@@ -12,8 +12,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mqtt_presence.errors import PresenceError
+from mqtt_presence.settings import render_config
 from mqtt_presence.stack.ports import free_port
 
 
@@ -58,11 +60,11 @@ class WorkerProcess:
         }
         if session_timeout_s is not None:
             worker["session_timeout_s"] = session_timeout_s
-        lines = ["[worker]", *(f"{k} = {json.dumps(v)}" for k, v in worker.items())]
+        tables: dict[str, dict[str, Any]] = {"worker": worker}
         if grace_ms is not None:
-            lines += ["", "[presence]", f"offline_grace_ms = {grace_ms}"]
+            tables["presence"] = {"offline_grace_ms": grace_ms}
         config = home / f"worker-{port}.toml"
-        config.write_text("\n".join(lines) + "\n")
+        config.write_text(render_config(tables))
         log = home / f"worker-{port}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(

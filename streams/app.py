@@ -12,7 +12,7 @@ from kafka.errors import RetriableError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from mqtt_presence.core import PresenceConfig
-from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
+from mqtt_presence.kafka_topics import TopicSpec, declared_topics, ensure_topics
 from mqtt_presence.quiet import quiet_libraries
 from mqtt_presence.streams.config import WorkerSettings
 from mqtt_presence.streams.topology import Topology, build_topology, changelog_topic
@@ -22,21 +22,12 @@ from mqtt_presence.streams.web import register_views
 def declare_topics(settings: WorkerSettings) -> None:
     """The brokers run with auto-create off and Faust declares only its internal topics: create
     the ones the worker reads and writes (`presence.status` compacted) before it starts."""
-    s = settings
+    k = settings.kafka
     ensure_topics(
-        s.kafka_bootstrap,
-        f"{s.app_id}-admin",
-        [
-            TopicSpec(s.raw_topic, s.partitions, s.replication_factor),
-            TopicSpec(
-                s.ticks_topic, s.partitions, s.replication_factor, {"retention.ms": str(3_600_000)}
-            ),  # ticks are worthless after a while
-            TopicSpec(
-                s.status_topic, s.partitions, s.replication_factor, {"cleanup.policy": "compact"}
-            ),
-            TopicSpec(s.dlq_topic, s.partitions, s.replication_factor),
-        ],
-        others=[TopicSpec(changelog_topic(s.app_id), s.partitions, s.replication_factor)],
+        k.bootstrap,
+        f"{settings.app_id}-admin",
+        list(declared_topics(k).values()),
+        others=[TopicSpec(changelog_topic(settings.app_id), k.partitions, k.replication_factor)],
     )
 
 
@@ -51,7 +42,7 @@ def wait_for_kafka(
         retry=retry_if_exception_type((RetriableError, OSError)),  # not a refused config
         before_sleep=lambda state: (
             say(
-                f"Kafka at {settings.kafka_bootstrap} is unreachable "
+                f"Kafka at {settings.kafka.bootstrap} is unreachable "
                 f"({state.outcome.exception() if state.outcome else ''}); waiting for it"
             )
             if state.attempt_number == 1
@@ -67,11 +58,11 @@ def wait_for_kafka(
 
 def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.App, Topology]:
     options: dict[str, Any] = {
-        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "broker": f"kafka://{settings.kafka.bootstrap}",
         "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
         "datadir": str(settings.data_dir),
-        "topic_partitions": settings.partitions,
-        "topic_replication_factor": settings.replication_factor,
+        "topic_partitions": settings.kafka.partitions,
+        "topic_replication_factor": settings.kafka.replication_factor,
         "web_bind": settings.web_bind,  # Faust's default is every interface
         "web_host": settings.web_host,
         "web_port": settings.web_port,

@@ -1,7 +1,8 @@
 """The workers' settings: typed, frozen, loaded once (pydantic-settings, like the bridge's).
 
 Sources, strongest first: command-line flags, environment (`PRESENCE_WORKER_*`), the `[worker]`
-table of the config file, then defaults (the local stack).
+table of the config file, then defaults (the local stack). Kafka's address, the topics and their
+partitions come from the shared `[kafka]` table (`PRESENCE_KAFKA_*`).
 """
 
 from __future__ import annotations
@@ -12,21 +13,20 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from mqtt_presence.settings import FileTableSettings
+from mqtt_presence.settings import (
+    FileTableSettings,
+    KafkaSettings,
+    refuse_moved_kafka_keys,
+    split_kafka,
+)
 
 
 class WorkerSettings(FileTableSettings):
     TABLE = "worker"
     model_config = SettingsConfigDict(env_prefix="PRESENCE_WORKER_", frozen=True, extra="forbid")
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # the shared [kafka] table
     app_id: str = Field("mqtt-presence", description="consumer group and internal topic prefix")
-    raw_topic: str = "presence.raw"
-    status_topic: str = "presence.status"
-    dlq_topic: str = "presence.dlq"
-    ticks_topic: str = "presence.ticks"
-    partitions: int = Field(8, ge=1, description="of every topic; equal, so they co-partition")
-    replication_factor: int = Field(1, ge=1)
     store: Literal["rocksdb", "memory"] = "rocksdb"
     data_dir: Path = Path("~/.local/state/mqtt-presence/worker").expanduser()
     web_bind: str = Field(
@@ -66,5 +66,8 @@ class WorkerSettings(FileTableSettings):
 
 
 def load_worker_settings(file_data: dict[str, Any], **overrides: Any) -> WorkerSettings:
-    """Settings from the config file's [worker] table, the environment and `overrides`."""
-    return WorkerSettings.load(file_data, **overrides)
+    """Settings from the config file's [worker] and [kafka] tables, the environment and
+    `overrides` (Kafka's among them, e.g. `kafka_bootstrap`, `partitions`, go to [kafka])."""
+    refuse_moved_kafka_keys(file_data, WorkerSettings.TABLE)
+    own, kafka = split_kafka(overrides)
+    return WorkerSettings.load(file_data, kafka=KafkaSettings.load(file_data, **kafka), **own)

@@ -20,8 +20,8 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mqtt_presence.core import DeviceState
-from mqtt_presence.streams.topology import Topology, status_view
+from mqtt_presence.core import DeviceState, last_change
+from mqtt_presence.streams.topology import Topology
 
 STATUS_FILTERS = ("online", "offline", "flapping")
 MAX_LIMIT = 1_000
@@ -34,6 +34,24 @@ def unreachable(exc: BaseException) -> dict[str, str]:
     return {
         "error": f"a worker did not answer ({type(exc).__name__}: {exc}); partitions may "
         "be moving, retry"
+    }
+
+
+def status_view(state: DeviceState) -> dict[str, Any] | None:
+    """What `GET /devices/{id}` says about one device: its last change, as on presence.status."""
+    change = last_change(state)
+    if change is None:
+        return None
+    return {
+        "device": change.device,
+        "status": change.status.value,
+        "since": change.since,
+        "version": change.version,
+        "reason": change.reason.value,
+        "session": change.session,
+        "flapping": change.flapping,
+        "verified": change.verified,
+        "current_session": state.session,  # the connection the device is on now
     }
 
 
@@ -64,133 +82,144 @@ def list_params(query: Any) -> tuple[str | None, int, str]:
     return status, limit, query.get("cursor", "")
 
 
+TOPOLOGY_ATTRIBUTE = "presence_topology"
+views = faust.web.Blueprint("presence")
+
+
 def register_views(app: faust.App, topology: Topology) -> None:
-    table = topology.table
+    """The views below, on `app`, answering from `topology`."""
+    setattr(app, TOPOLOGY_ATTRIBUTE, topology)
+    views.register(app)
 
-    def active_partitions() -> set[int]:
-        return {
-            tp.partition
-            for tp in app.assignor.assigned_actives()
-            if tp.topic == topology.settings.raw_topic
-        }
 
-    def member_urls() -> list[str]:
-        urls = {str(url).rstrip("/") for url in app.router.table_metadata(table.name)}
-        return sorted(urls) or [str(app.conf.canonical_url).rstrip("/")]
+def topology_of(view: View) -> Topology:
+    topology: Topology = getattr(view.app, TOPOLOGY_ATTRIBUTE)
+    return topology
 
-    async def gather(path: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        """Ask every worker (this one too, over HTTP: one code path) for its local answer."""
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
 
-            async def ask(url: str) -> dict[str, Any]:
-                async with session.get(f"{url}{path}", params={**params, "local": "1"}) as r:
-                    r.raise_for_status()
-                    body: dict[str, Any] = await r.json()
-                    return body
+def member_urls(topology: Topology) -> list[str]:
+    """Every worker of the group (this one too), from Faust's table routing."""
+    app = topology.app
+    urls = {str(url).rstrip("/") for url in app.router.table_metadata(topology.table.name)}
+    return sorted(urls) or [str(app.conf.canonical_url).rstrip("/")]
 
-            return list(await asyncio.gather(*(ask(url) for url in member_urls())))
 
-    @app.page("/devices/{device}")
-    class DeviceView(View):
-        async def get(self, request: Request, device: str) -> Response:
-            try:  # to the worker that owns the key's partition, unless that is us
-                routed: Response = await app.router.route_req(table.name, device, self.web, request)
-                return routed
-            except SameNode:
-                pass
-            except UNREACHABLE as exc:
-                return self.json(
-                    {
-                        "error": f"the worker that owns {device!r} did not answer "
-                        f"({type(exc).__name__}); partitions may be moving, retry",
-                        "device": device,
-                    },
-                    status=503,
-                )
-            state = topology.state_of(device)
-            view = status_view(state) if state is not None else None
-            if view is None:
-                return self.json({"error": "unknown device", "device": device}, status=404)
-            return self.json(view)
+async def gather(topology: Topology, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Ask every worker (this one too, over HTTP: one code path) for its local answer."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
 
-    @app.page("/devices")
-    class DevicesView(View):
-        async def get(self, request: Request) -> Response:
-            try:
-                status, limit, cursor = list_params(request.query)
-            except BadParameterError as exc:
-                return self.json({"error": str(exc)}, status=400)
-            if request.query.get("local"):
-                states = sorted(
-                    (
-                        s
-                        for s in topology.local_states(active_partitions())
-                        if s.device > cursor and _matches(s, status)
-                    ),
-                    key=lambda s: s.device,
-                )
-                return self.json(
-                    {
-                        "devices": [status_view(s) for s in states[:limit]],
-                        "more": len(states) > limit,
-                    }
-                )
-            params = {"limit": str(limit), "cursor": cursor}
-            if status:
-                params["status"] = status
-            try:
-                answers = await gather("/devices", params)
-            except UNREACHABLE as exc:
-                return self.json(unreachable(exc), status=503)
-            merged = sorted(
-                (d for a in answers for d in a["devices"]), key=lambda d: str(d["device"])
+        async def ask(url: str) -> dict[str, Any]:
+            async with session.get(f"{url}{path}", params={**params, "local": "1"}) as r:
+                r.raise_for_status()
+                body: dict[str, Any] = await r.json()
+                return body
+
+        return list(await asyncio.gather(*(ask(url) for url in member_urls(topology))))
+
+
+@views.route("/devices/{device}", name="device")
+class DeviceView(View):
+    async def get(self, request: Request, device: str) -> Response:
+        topology = topology_of(self)
+        try:  # to the worker that owns the key's partition, unless that is us
+            routed: Response = await self.app.router.route_req(
+                topology.table.name, device, self.web, request
             )
-            page = merged[:limit]
-            more = len(merged) > limit or any(a["more"] for a in answers)
-            return self.json(
-                {"devices": page, "next_cursor": page[-1]["device"] if more and page else None}
-            )
-
-    @app.page("/fleet")
-    class FleetView(View):
-        async def get(self, request: Request) -> Response:
-            if request.query.get("local"):
-                counts: Counter[str] = Counter()
-                for state in topology.local_states(active_partitions()):
-                    if state.status is None:
-                        continue
-                    counts["flapping" if state.flapping else state.status.value] += 1
-                return self.json({"counts": dict(counts)})
-            total: Counter[str] = Counter()
-            try:
-                answers = await gather("/fleet", {})
-            except UNREACHABLE as exc:
-                return self.json(unreachable(exc), status=503)
-            for answer in answers:
-                total.update(answer["counts"])
+            return routed
+        except SameNode:
+            pass
+        except UNREACHABLE as exc:
             return self.json(
                 {
-                    "devices": sum(total.values()),
-                    "online": total["online"],
-                    "offline": total["offline"],
-                    "flapping": total["flapping"],
-                    "workers": len(answers),
-                }
+                    "error": f"the worker that owns {device!r} did not answer "
+                    f"({type(exc).__name__}); partitions may be moving, retry",
+                    "device": device,
+                },
+                status=503,
             )
+        state = topology.state_of(device)
+        view = status_view(state) if state is not None else None
+        if view is None:
+            return self.json({"error": "unknown device", "device": device}, status=404)
+        return self.json(view)
 
-    @app.page("/ready")
-    class ReadyView(View):
-        async def get(self, request: Request) -> Response:
-            tables: Any = app.tables  # faust types its TableManager without `recovery`
-            recovered = tables.recovery.completed.is_set()
-            body: dict[str, Any] = {"ready": recovered and not app.in_recovery}
-            return self.json(body, status=200 if body["ready"] else 503)
 
-    @app.page("/metrics")
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            body = generate_latest(topology.metrics.registry)
-            return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+@views.route("/devices", name="devices")
+class DevicesView(View):
+    async def get(self, request: Request) -> Response:
+        topology = topology_of(self)
+        try:
+            status, limit, cursor = list_params(request.query)
+        except BadParameterError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        if request.query.get("local"):
+            states = sorted(
+                (
+                    s
+                    for s in topology.local_states(topology.active_partitions())
+                    if s.device > cursor and _matches(s, status)
+                ),
+                key=lambda s: s.device,
+            )
+            return self.json(
+                {"devices": [status_view(s) for s in states[:limit]], "more": len(states) > limit}
+            )
+        params = {"limit": str(limit), "cursor": cursor}
+        if status:
+            params["status"] = status
+        try:
+            answers = await gather(topology, "/devices", params)
+        except UNREACHABLE as exc:
+            return self.json(unreachable(exc), status=503)
+        merged = sorted((d for a in answers for d in a["devices"]), key=lambda d: str(d["device"]))
+        page = merged[:limit]
+        more = len(merged) > limit or any(a["more"] for a in answers)
+        return self.json(
+            {"devices": page, "next_cursor": page[-1]["device"] if more and page else None}
+        )
 
-    del DeviceView, DevicesView, FleetView, ReadyView, MetricsView
+
+@views.route("/fleet", name="fleet")
+class FleetView(View):
+    async def get(self, request: Request) -> Response:
+        topology = topology_of(self)
+        if request.query.get("local"):
+            counts: Counter[str] = Counter()
+            for state in topology.local_states(topology.active_partitions()):
+                if state.status is None:
+                    continue
+                counts["flapping" if state.flapping else state.status.value] += 1
+            return self.json({"counts": dict(counts)})
+        total: Counter[str] = Counter()
+        try:
+            answers = await gather(topology, "/fleet", {})
+        except UNREACHABLE as exc:
+            return self.json(unreachable(exc), status=503)
+        for answer in answers:
+            total.update(answer["counts"])
+        return self.json(
+            {
+                "devices": sum(total.values()),
+                "online": total["online"],
+                "offline": total["offline"],
+                "flapping": total["flapping"],
+                "workers": len(answers),
+            }
+        )
+
+
+@views.route("/ready", name="ready")
+class ReadyView(View):
+    async def get(self, request: Request) -> Response:
+        tables: Any = self.app.tables  # faust types its TableManager without `recovery`
+        recovered = tables.recovery.completed.is_set()
+        body: dict[str, Any] = {"ready": recovered and not self.app.in_recovery}
+        return self.json(body, status=200 if body["ready"] else 503)
+
+
+@views.route("/metrics", name="metrics")
+class MetricsView(View):
+    async def get(self, request: Request) -> Response:
+        body = generate_latest(topology_of(self).metrics.registry)
+        return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -1,18 +1,19 @@
 """Driving the machine for many devices at once, in time order. Pure, like the machine.
 
-`Devices` keeps each device's state and a heap of pending deadlines, so time can be advanced for the
-whole fleet by ticking only the devices whose deadline has come. Replay, the benchmarks and the
+`Devices` keeps each device's state and their pending deadlines (a `Schedule`, the one a worker
+uses per partition too), so time can be advanced for the whole fleet by ticking only the devices
+whose deadline has come. Replay, the benchmarks and the
 simulator-driven tests use it; a worker does the same per partition with its table.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterable, Iterator
 
 from mqtt_presence.core.config import PresenceConfig
 from mqtt_presence.core.events import ConnectionEvent, Input, StatusChange, Tick
 from mqtt_presence.core.machine import Notes, next_deadline, step
+from mqtt_presence.core.schedule import Schedule
 from mqtt_presence.core.state import DeviceState
 
 Trace = Callable[[Input, list[str], list[StatusChange]], None]
@@ -36,7 +37,7 @@ class Devices:
         self.traced = traced
         self.trace = trace
         self.states: dict[str, DeviceState] = {}
-        self._deadlines: list[tuple[int, str]] = []
+        self._schedule: Schedule[str] = Schedule()
 
     def feed(self, event: ConnectionEvent) -> list[StatusChange]:
         """Advance time to the event (firing earlier deadlines), then apply it."""
@@ -47,16 +48,14 @@ class Devices:
     def advance(self, now: int) -> list[StatusChange]:
         """Fire every deadline up to `now`, in time order."""
         changes: list[StatusChange] = []
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            due, device = heapq.heappop(heap)
+        schedule = self._schedule
+        while (first := schedule.first()) is not None:
+            due, device = first
             tick_at = -(-due // self.tick_ms) * self.tick_ms if self.tick_ms else due
             if tick_at > now:
-                heapq.heappush(heap, (due, device))
                 break
-            state = self.states.get(device)
-            if state is not None and next_deadline(state, self.config) == due:
-                changes += self._apply(device, Tick(tick_at))
+            schedule.set(device, None)
+            changes += self._apply(device, Tick(tick_at))
         return changes
 
     def run(
@@ -85,19 +84,5 @@ class Devices:
             self.trace(inp, notes, changes)
         if state is not None:
             self.states[device] = state
-            due = next_deadline(state, self.config)
-            if due is not None:
-                heapq.heappush(self._deadlines, (due, device))
-                if len(self._deadlines) > 2 * len(self.states) + 1024:
-                    self._compact()
+            self._schedule.set(device, next_deadline(state, self.config))
         return changes
-
-    def _compact(self) -> None:
-        """Keep one heap entry per device, its current deadline: with an inactivity timeout every
-        event moves a deadline, and the superseded entries would grow with events, not devices."""
-        self._deadlines = [
-            (due, device)
-            for device, state in self.states.items()
-            if (due := next_deadline(state, self.config)) is not None
-        ]
-        heapq.heapify(self._deadlines)

@@ -18,7 +18,7 @@ depend on how ticks are spaced.
 --explain`); `transition` is the same without the words.
 
 The session rules, as devices and brokers really behave (each rule's source is cited beside its
-test in tests/unit/presence/test_sessions.py):
+test in tests/unit/core/test_sessions.py):
 
 - One clock. Order and deadlines run on the bridge's receive time. A device's or broker's own
   time (`event_time`) is compared only with times from the same device, never with receive time.

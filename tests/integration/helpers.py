@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.config import BridgeSettings
 from mqtt_presence.local_bridge import local_bridge_settings
+from mqtt_presence.settings import render_config
 from mqtt_presence.stack import StackInfo
 
 
@@ -106,12 +107,13 @@ def running_bridge(settings: BridgeSettings) -> Iterator[Bridge]:
 
 
 def write_bridge_config(path: Path, **bridge: object) -> Path:
-    """A config file with a [bridge] table (a json profile on `topic`, if given)."""
+    """A config file with a [bridge] table, Kafka's keys in [kafka] (a json profile on `topic`,
+    if given)."""
     topic = bridge.pop("topic", None)
-    lines = ["[bridge]", *(f"{k} = {json.dumps(v)}" for k, v in bridge.items())]
+    text = render_config({"bridge": bridge})
     if topic is not None:
-        lines += ["", "[[bridge.profiles]]", 'kind = "json"', f"topic = {json.dumps(topic)}"]
-    path.write_text("\n".join(lines) + "\n")
+        text += f'\n[[bridge.profiles]]\nkind = "json"\ntopic = {json.dumps(topic)}\n'
+    path.write_text(text)
     return path
 
 

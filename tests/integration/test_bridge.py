@@ -66,7 +66,7 @@ def test_every_profile_end_to_end(stack: StackInfo) -> None:
         )
         pub.publish(f"{tag}/spBv1.0/plant/NDEATH/edge", encode_payload(7, 2000))
         pub.close()
-        got = {e.source: e for e in events_of(read_topic(stack, settings.raw_topic, 5))}
+        got = {e.source: e for e in events_of(read_topic(stack, settings.kafka.raw_topic, 5))}
     assert (got["json"].device, got["json"].kind, got["json"].session) == (
         "cam",
         EventKind.BIRTH,
@@ -92,8 +92,8 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_bridge_goes_on(stack: S
         pub.publish(f"{prefix}/d3/status", '{"status":"online","device":"impostor"}')
         pub.publish(f"{prefix}/d4/status", '{"status":"online","session":1}')
         pub.close()
-        dlq_records = read_topic(stack, settings.dlq_topic, 3)
-        raw_records = read_topic(stack, settings.raw_topic, 1)
+        dlq_records = read_topic(stack, settings.kafka.dlq_topic, 3)
+        raw_records = read_topic(stack, settings.kafka.raw_topic, 1)
         letters = [msgspec.json.decode(r.value, type=DeadLetterRecord) for r in dlq_records]
         good = events_of(raw_records)
         wait_for(lambda: bridge.metrics.acknowledged._value.get() >= 4, 10, "all four acked")
@@ -134,7 +134,7 @@ def test_user_properties_and_the_retain_flag_reach_the_event_and_kafka_headers(
     )
     try:
         with running_bridge(settings):
-            (record,) = read_topic(stack, settings.raw_topic, 1)
+            (record,) = read_topic(stack, settings.kafka.raw_topic, 1)
     finally:
         pub.publish(f"{prefix}/cam/status", b"", retain=True)  # clear the retained message
         pub.close()
@@ -240,8 +240,8 @@ def test_shared_subscription_splits_the_load_between_two_bridges(stack: StackInf
     second = bridge_settings(
         stack,
         shared_group=group,
-        raw_topic=first.raw_topic,
-        dlq_topic=first.dlq_topic,
+        raw_topic=first.kafka.raw_topic,
+        dlq_topic=first.kafka.dlq_topic,
         profiles=first.profiles,
     )
     with running_bridge(first) as a, running_bridge(second) as b:
@@ -249,7 +249,7 @@ def test_shared_subscription_splits_the_load_between_two_bridges(stack: StackInf
         for i in range(200):
             pub.publish(f"{prefix}/d{i}/status", json.dumps({"status": "online", "session": i}))
         pub.close()
-        records = read_topic(stack, first.raw_topic, 200)
+        records = read_topic(stack, first.kafka.raw_topic, 200)
         received = (a.metrics.received._value.get(), b.metrics.received._value.get())
     sessions = sorted(
         msgspec.json.decode(r.value, type=ConnectionEvent).session  # type: ignore[type-var]

@@ -105,8 +105,8 @@ def bridge_command(info: StackInfo, home: Path) -> tuple[list[str], dict[str, st
         mqtt_url=info.mqtt_url,
         kafka_bootstrap=info.kafka_bootstrap,
         client_id=settings.client_id,
-        raw_topic=settings.raw_topic,
-        dlq_topic=settings.dlq_topic,
+        raw_topic=settings.kafka.raw_topic,
+        dlq_topic=settings.kafka.dlq_topic,
         partitions=4,
         reconnect_min_s=0.2,
         reconnect_max_s=2.0,
@@ -124,8 +124,8 @@ def bridge_command(info: StackInfo, home: Path) -> tuple[list[str], dict[str, st
         str(port),
     ]
     names = {
-        "raw_topic": settings.raw_topic,
-        "dlq_topic": settings.dlq_topic,
+        "raw_topic": settings.kafka.raw_topic,
+        "dlq_topic": settings.kafka.dlq_topic,
         "prefix": topic_prefix(settings),
     }
     return cmd, names, port
@@ -200,7 +200,7 @@ def test_kafka_stopped_for_a_while_and_started_again_loses_nothing(own_stack: Lo
     with running_bridge(settings) as bridge:
         before = NumberedPublisher(info, prefix, total=100).start()
         assert len(before.finish()) == 100
-        assert len(read_topic(info, settings.raw_topic, 100)) == 100
+        assert len(read_topic(info, settings.kafka.raw_topic, 100)) == 100
         stack.stop_kafka()
         during = NumberedPublisher(info, prefix, total=300, first=100).start()
         wait_for(
@@ -211,7 +211,7 @@ def test_kafka_stopped_for_a_while_and_started_again_loses_nothing(own_stack: Lo
         time.sleep(3)
         stack.start_kafka()
         acked = during.finish()
-        seen = sessions_in_kafka(info, settings.raw_topic, acked | set(range(100)), 90)
+        seen = sessions_in_kafka(info, settings.kafka.raw_topic, acked | set(range(100)), 90)
         errors = bridge.metrics.kafka_errors._value.get()
     assert len(acked) == 300
     assert (acked | set(range(100))) - set(seen) == set()
@@ -227,9 +227,9 @@ def test_a_producer_abandoned_while_kafka_is_down_leaves_no_thread(
     settings = bridge_settings(info, delivery_timeout_ms=60_000)
     sink = KafkaSink(settings)
     sink.ensure_topics()
-    sink.send(settings.raw_topic, b"d", b"{}", []).get(timeout=10)
+    sink.send(settings.kafka.raw_topic, b"d", b"{}", []).get(timeout=10)
     stack.stop_kafka()
-    pending = sink.send(settings.raw_topic, b"d", b"{}", [])
+    pending = sink.send(settings.kafka.raw_topic, b"d", b"{}", [])
     sink.close(timeout_s=0)  # kafka-python alone would raise KafkaTimeoutError here
     sender = sink.producer._sender
     sender.join(10)

@@ -47,7 +47,7 @@ def test_birth_and_will_go_from_mqtt_through_mosquitto_and_the_bridge_into_kafka
         assert sock is not None
         sock.close()  # an abrupt loss: the broker publishes the will
         dev.client.loop_stop()
-        records = read_topic(stack, settings.raw_topic, 2)
+        records = read_topic(stack, settings.kafka.raw_topic, 2)
     events = [msgspec.json.decode(r.value, type=ConnectionEvent) for r in records]
     assert [e.kind for e in events] == [EventKind.BIRTH, EventKind.WILL]
     assert {r.key for r in records} == {device.encode()}
@@ -64,9 +64,9 @@ async def test_records_read_back_with_aiokafka(stack: StackInfo) -> None:
         for i in range(3):
             pub.publish(f"{prefix}/dev-{i}/status", json.dumps({"status": "online", "session": i}))
         pub.close()
-        assert len(read_topic(stack, settings.raw_topic, 3)) == 3
+        assert len(read_topic(stack, settings.kafka.raw_topic, 3)) == 3
     consumer = AIOKafkaConsumer(
-        settings.raw_topic,
+        settings.kafka.raw_topic,
         bootstrap_servers=stack.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -97,7 +97,7 @@ def test_keys_are_raw_device_ids_partitioned_as_the_java_client_does(stack: Stac
         for d in devices:
             pub.publish(f"{prefix}/{d}/status", json.dumps({"status": "online", "session": 1}))
         pub.close()
-        records = read_topic(stack, settings.raw_topic, len(devices))
+        records = read_topic(stack, settings.kafka.raw_topic, len(devices))
     assert sorted(r.key for r in records) == sorted(d.encode() for d in devices)
     for r in records:
         assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % 8, r.key

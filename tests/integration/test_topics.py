@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
+from mqtt_presence.settings import render_config
 from mqtt_presence.stack import StackInfo
 from mqtt_presence.streams.topology import changelog_topic
 
@@ -26,16 +27,18 @@ def run_presence(args: list[str], config: Path) -> tuple[int, str]:
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 
 
+def worker_config(stack: StackInfo, path: Path, *, raw: str, app_id: str) -> Path:
+    worker = {"kafka_bootstrap": stack.kafka_bootstrap, "raw_topic": raw, "app_id": app_id}
+    path.write_text(render_config({"worker": {**worker, "partitions": 4, "store": "memory"}}))
+    return path
+
+
 def test_a_worker_refuses_a_raw_topic_with_another_partition_count(
     stack: StackInfo, tmp_path: Path
 ) -> None:
     raw = unique("raw")
     ensure_topics(stack.kafka_bootstrap, "test", [TopicSpec(raw, 2)])
-    config = tmp_path / "presence.toml"
-    config.write_text(
-        f'[worker]\nkafka_bootstrap = "{stack.kafka_bootstrap}"\nraw_topic = "{raw}"\n'
-        f'app_id = "{unique("app")}"\npartitions = 4\nstore = "memory"\n'
-    )
+    config = worker_config(stack, tmp_path / "presence.toml", raw=raw, app_id=unique("app"))
     status, said = run_presence(["worker"], config)
     assert status == 1, said
     assert f"{raw} has 2 partitions, the configuration says 4" in said
@@ -47,11 +50,7 @@ def test_a_worker_refuses_a_changelog_not_co_partitioned_with_its_input(
 ) -> None:
     app_id = unique("app")
     ensure_topics(stack.kafka_bootstrap, "test", [TopicSpec(changelog_topic(app_id), 3)])
-    config = tmp_path / "presence.toml"
-    config.write_text(
-        f'[worker]\nkafka_bootstrap = "{stack.kafka_bootstrap}"\nraw_topic = "{unique("raw")}"\n'
-        f'app_id = "{app_id}"\npartitions = 4\nstore = "memory"\n'
-    )
+    config = worker_config(stack, tmp_path / "presence.toml", raw=unique("raw"), app_id=app_id)
     status, said = run_presence(["worker"], config)
     assert status == 1, said
     assert f"{changelog_topic(app_id)} has 3 partitions, the configuration says 4" in said
@@ -63,11 +62,15 @@ def test_a_bridge_refuses_a_raw_topic_with_another_partition_count(
     raw = unique("raw")
     ensure_topics(stack.kafka_bootstrap, "test", [TopicSpec(raw, 2)])
     config = tmp_path / "presence.toml"
-    config.write_text(
-        f'[bridge]\nkafka_bootstrap = "{stack.kafka_bootstrap}"\n'
-        f'mqtt_url = "mqtt://127.0.0.1:{stack.mqtt_port}"\nraw_topic = "{raw}"\n'
-        f'client_id = "{unique("bridge")}"\npartitions = 4\nstate_dir = "{tmp_path}"\n'
-    )
+    bridge = {
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "mqtt_url": f"mqtt://127.0.0.1:{stack.mqtt_port}",
+        "raw_topic": raw,
+        "client_id": unique("bridge"),
+        "partitions": 4,
+        "state_dir": str(tmp_path),
+    }
+    config.write_text(render_config({"bridge": bridge}))
     status, said = run_presence(["bridge"], config)
     assert status == 1, said
     assert f"{raw} has 2 partitions, the configuration says 4" in said

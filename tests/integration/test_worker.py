@@ -29,7 +29,7 @@ from mqtt_presence.core.records import schema_path
 from mqtt_presence.sim.mqtt_device import MqttDevice
 from mqtt_presence.stack import LocalStack, StackInfo
 from mqtt_presence.stack.ports import free_port
-from mqtt_presence.streams.topology import EXIT_RESTART_ME
+from mqtt_presence.streams.output import EXIT_RESTART_ME
 from mqtt_presence.worker_process import WorkerProcess
 
 from .helpers import (

@@ -59,9 +59,9 @@ def test_every_service_command_exists_in_the_package() -> None:
 def test_the_mounted_config_validates() -> None:
     data = load_file(DOCKER / "presence.toml")
     settings = load_bridge_settings(data)
-    assert settings.raw_topic == "presence.raw"
+    assert settings.kafka.raw_topic == "presence.raw"
     worker = load_worker_settings(data)
-    assert (worker.partitions, worker.store) == (settings.partitions, "rocksdb")
+    assert (worker.kafka.partitions, worker.store) == (settings.kafka.partitions, "rocksdb")
     assert presence_config(data).offline_grace_ms == 5000
 
 

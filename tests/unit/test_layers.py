@@ -4,11 +4,11 @@ never import each other."""
 
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
 import mqtt_presence
+from tests.unit.imports import imported_modules
 
 ROOT = Path(mqtt_presence.__file__).parent
 LEAVES = {"core", "errors", "settings", "kafka_topics", "outages", "quiet"}
@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     "errors": set(),
     "settings": {"core", "errors"},
-    "kafka_topics": {"errors"},
+    "kafka_topics": {"errors", "settings"},
     "outages": set(),
     "quiet": set(),
     "bridge": {"bridge"} | LEAVES,
@@ -31,17 +31,7 @@ def room_of(path: Path) -> str:
 
 
 def imported_rooms(path: Path) -> set[str]:
-    rooms = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = (
-            [a.name for a in node.names]
-            if isinstance(node, ast.Import)
-            else [node.module or ""]
-            if isinstance(node, ast.ImportFrom)
-            else []
-        )
-        rooms |= {n.split(".")[1] for n in names if n.startswith("mqtt_presence.")}
-    return rooms
+    return {n.split(".")[1] for n in imported_modules(path) if n.startswith("mqtt_presence.")}
 
 
 def test_every_room_imports_only_what_the_architecture_draws() -> None:

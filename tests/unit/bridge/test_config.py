@@ -10,11 +10,16 @@ from mqtt_presence.bridge.profiles.plain import PlainProfileSettings
 
 
 def test_precedence_flags_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    file = {"bridge": {"client_id": "from-file", "raw_topic": "file.raw", "partitions": 3}}
-    monkeypatch.setenv("PRESENCE_BRIDGE_RAW_TOPIC", "env.raw")
-    monkeypatch.setenv("PRESENCE_BRIDGE_PARTITIONS", "5")
+    file = {
+        "bridge": {"client_id": "from-file", "linger_ms": 3},
+        "kafka": {"raw_topic": "file.raw", "partitions": 3},
+    }
+    monkeypatch.setenv("PRESENCE_KAFKA_RAW_TOPIC", "env.raw")
+    monkeypatch.setenv("PRESENCE_KAFKA_PARTITIONS", "5")
+    monkeypatch.setenv("PRESENCE_BRIDGE_LINGER_MS", "4")
     s = load_bridge_settings(file, partitions=7)
-    assert (s.client_id, s.raw_topic, s.partitions) == ("from-file", "env.raw", 7)
+    assert (s.client_id, s.linger_ms) == ("from-file", 4)
+    assert (s.kafka.raw_topic, s.kafka.partitions) == ("env.raw", 7)
 
 
 def test_profiles_from_the_file_and_secret_password() -> None:

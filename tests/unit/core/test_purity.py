@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import mqtt_presence.core
+from tests.unit.imports import imported_modules
 
 FORBIDDEN = ("faust", "mode", "paho", "kafka", "aiokafka", "asyncio", "socket", "time", "random")
 CORE = Path(mqtt_presence.core.__file__).parent
@@ -16,15 +16,8 @@ CORE = Path(mqtt_presence.core.__file__).parent
 def test_no_module_of_the_core_imports_io_or_frameworks() -> None:
     offenders = []
     for path in sorted(CORE.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+        names = imported_modules(path)
+        offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
     assert offenders == []
 
 

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mqtt_presence.core import ConnectionEvent
-from mqtt_presence.streams.topology import _decode_event, clock_skew
+from mqtt_presence.streams.processor import clock_skew, decode_event
 
 BAD_RECORD = (msgspec.DecodeError, ValueError, KeyError, TypeError)  # as Processor.handle reads
 
@@ -34,7 +34,7 @@ fields = st.fixed_dictionaries(
 
 def decode(data: bytes) -> ConnectionEvent | None:
     try:
-        return _decode_event(data)
+        return decode_event(data)
     except BAD_RECORD:
         return None
 
@@ -68,7 +68,7 @@ def test_any_record_shape_whole_or_spliced_is_an_event_or_a_bad_record(
 )
 def test_records_out_of_range_or_not_utf8_are_bad_records(record: bytes) -> None:
     with pytest.raises(BAD_RECORD):
-        _decode_event(record)
+        decode_event(record)
 
 
 def test_a_receive_time_far_ahead_of_the_workers_clock_is_refused_with_the_reason() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from mqtt_presence.core import ConnectionEvent, PresenceConfig, StatusChange
+from mqtt_presence.core import PresenceConfig, StatusChange
 from mqtt_presence.sim.simulator import SCENARIOS, simulate
 from mqtt_presence.streams.replay import ReplayReport, replay
 
@@ -124,17 +124,3 @@ def test_explaining_a_device_that_is_not_in_the_dump_says_so(tmp_path: Path) -> 
     result = run_cli(str(dump(tmp_path)), "--explain", "nobody")
     assert result.returncode == 1
     assert b"'nobody' does not appear in the dump" in result.stderr
-
-
-def test_replay_memory_follows_devices_not_events_with_an_inactivity_timeout() -> None:
-    from mqtt_presence.core.devices import Devices  # noqa: PLC0415
-
-    config = PresenceConfig(inactivity_timeout_ms=3_600_000)
-    fleet = Devices(config)
-    events = (
-        b'{"device":"d%d","kind":"activity","received_at":%d}' % (i % 10, 1000 + i)
-        for i in range(50_000)
-    )
-    for line in events:
-        fleet.feed(msgspec.json.decode(line, type=ConnectionEvent))
-    assert len(fleet._deadlines) <= 2 * len(fleet.states) + 1024

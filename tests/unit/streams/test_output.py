@@ -12,12 +12,7 @@ import pytest
 
 from mqtt_presence.core import Reason, Status, StatusChange
 from mqtt_presence.streams.metrics import WorkerMetrics
-from mqtt_presence.streams.topology import (
-    EXIT_RESTART_ME,
-    AgentOutput,
-    DeliveryError,
-    RecoveryWatch,
-)
+from mqtt_presence.streams.output import EXIT_RESTART_ME, AgentOutput, DeliveryError
 
 
 @dataclass
@@ -118,7 +113,7 @@ def test_a_refused_record_calls_the_failure_policy_once_and_stops_further_writes
 def test_the_workers_failure_policy_exits_at_once_with_a_clear_message() -> None:
     code = (
         "import logging; logging.basicConfig();"
-        "from mqtt_presence.streams.topology import exit_without_commit;"
+        "from mqtt_presence.streams.output import exit_without_commit;"
         "exit_without_commit(TimeoutError('no leader for presence.status-3'));"
         "print('still running')"
     )
@@ -127,22 +122,3 @@ def test_the_workers_failure_policy_exits_at_once_with_a_clear_message() -> None
     assert "still running" not in done.stdout
     assert "no leader for presence.status-3" in done.stderr
     assert "restart the worker" in done.stderr
-
-
-def test_a_recovery_that_reads_nothing_for_the_stall_time_is_stalled() -> None:
-    watch = RecoveryWatch(stall_s=30)
-    assert not watch.stalled(0, True, 500)
-    assert not watch.stalled(29, True, 500)
-    assert watch.stalled(30, True, 500)
-
-
-def test_a_recovery_that_progresses_or_ends_is_not_stalled() -> None:
-    watch = RecoveryWatch(stall_s=30)
-    for second in range(0, 300, 10):  # slow, but it reads
-        assert not watch.stalled(second, True, 10_000 - second)
-    assert not watch.stalled(400, False, 0)  # finished; then idle for a long time
-    assert not watch.stalled(10_000, False, 0)
-    assert not watch.stalled(10_001, True, 0)  # nothing left to read: waiting is fine
-    assert not watch.stalled(20_000, True, 0)
-    assert not watch.stalled(20_001, True, 7)  # a new recovery starts its own clock
-    assert watch.stalled(20_031, True, 7)

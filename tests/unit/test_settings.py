@@ -1,0 +1,51 @@
+"""The shared [kafka] table: declared once, read by every part, and the old places refused with
+the way to fix them."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from mqtt_presence.bridge.config import load_bridge_settings
+from mqtt_presence.settings import ConfigError, render_config
+from mqtt_presence.streams.config import load_worker_settings
+
+FILE = {
+    "kafka": {"bootstrap": "k1:9092,k2:9092", "raw_topic": "fleet.raw", "partitions": 12},
+    "bridge": {"client_id": "b1"},
+    "worker": {"app_id": "w"},
+}
+
+
+def test_the_bridge_and_the_worker_read_the_same_topics_and_partitions() -> None:
+    bridge, worker = load_bridge_settings(FILE), load_worker_settings(FILE)
+    assert bridge.kafka == worker.kafka
+    assert (worker.kafka.bootstrap, worker.kafka.raw_topic, worker.kafka.partitions) == (
+        "k1:9092,k2:9092",
+        "fleet.raw",
+        12,
+    )
+
+
+@pytest.mark.parametrize("part", ["bridge", "worker"])
+def test_a_kafka_key_left_in_a_part_table_says_where_it_went(part: str) -> None:
+    old = {part: {"raw_topic": "x", "kafka_bootstrap": "k:9092"}}
+    load = load_bridge_settings if part == "bridge" else load_worker_settings
+    with pytest.raises(ConfigError) as caught:
+        load(old)
+    message = str(caught.value)
+    assert f"[{part}] kafka_bootstrap, raw_topic" in message
+    assert "[kafka] table (bootstrap = ..., raw_topic = ...)" in message
+
+
+def test_command_line_overrides_of_kafka_keys_reach_the_kafka_table() -> None:
+    s = load_worker_settings(FILE, kafka_bootstrap="flag:9092", store="memory")
+    assert (s.kafka.bootstrap, s.kafka.raw_topic, s.store) == ("flag:9092", "fleet.raw", "memory")
+
+
+def test_a_rendered_config_moves_kafka_keys_to_their_table_and_loads() -> None:
+    text = render_config({"worker": {"app_id": "a", "raw_topic": "r", "partitions": 3}})
+    data = tomllib.loads(text)
+    assert data == {"kafka": {"raw_topic": "r", "partitions": 3}, "worker": {"app_id": "a"}}
+    assert load_worker_settings(data).kafka.partitions == 3
