@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import msgspec
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -78,6 +78,8 @@ class FileTableSettings(BaseSettings):
         _file_tables[cls] = dict(file_data.get(cls.TABLE, {}))
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:  # one family of errors: the CLI prints it as one line
+            raise ConfigError(f"bad {cls.TABLE} configuration: {exc}") from exc
         finally:
             _file_tables.pop(cls, None)
 

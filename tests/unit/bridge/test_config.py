@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from mqtt_presence.bridge.config import load_bridge_settings
 from mqtt_presence.bridge.profiles.plain import PlainProfileSettings
+from mqtt_presence.settings import ConfigError
 
 
 def test_precedence_flags_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,8 +49,9 @@ def test_profiles_from_the_file_and_secret_password() -> None:
     ],
 )
 def test_bad_settings_are_refused_clearly(bad: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match="bad bridge configuration: ") as refused:
         load_bridge_settings({"bridge": bad})
+    assert isinstance(refused.value.__cause__, ValidationError)  # which field, and why
 
 
 def test_mqtt_url_parts() -> None:
@@ -70,7 +72,7 @@ def test_credentials_in_the_url_are_used_and_kept_out_of_the_url() -> None:
 
 
 def test_two_different_passwords_are_refused_without_printing_either() -> None:
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(ConfigError) as refused:
         load_bridge_settings({}, mqtt_url="mqtt://u:secret-one@h", password="secret-two")
     assert "two different passwords" in str(refused.value)
     assert "secret-one" not in str(refused.value)

@@ -1,0 +1,24 @@
+"""`presence demo`: the whole pipeline, live, on the local stack."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mqtt_presence.cli.common import HomeOption, app, out, setup_logging
+from mqtt_presence.stack import LocalStack
+
+
+@app.command("demo")
+def demo_command(
+    home: HomeOption = None,
+    duration: Annotated[float, typer.Option(min=10, help="Seconds the fleet lives.")] = 60,
+    devices: Annotated[int, typer.Option(min=1, max=2000, help="Simulated devices.")] = 200,
+    keep_stack: Annotated[bool, typer.Option(help="Leave the local stack running after.")] = False,
+) -> None:
+    """The whole pipeline, live: a fleet of real MQTT devices through bridge and worker."""
+    from mqtt_presence.demo import run_demo  # noqa: PLC0415 - paho, kafka-python, Faust's worker
+
+    setup_logging(verbose=False)
+    run_demo(LocalStack(home), out, duration, devices, keep_stack)

@@ -1,0 +1,114 @@
+"""`presence stack up|status|down|restart`: the local Kafka + Mosquitto."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import msgspec
+import typer
+
+from mqtt_presence.cli.common import HomeOption, console, out, stack_app
+from mqtt_presence.stack import LocalStack
+
+
+@stack_app.command("up")
+def stack_up(
+    home: HomeOption = None,
+    kafka_port: Annotated[
+        int | None, typer.Option(help="Kafka port (default: a free one).")
+    ] = None,
+    mqtt_port: Annotated[int | None, typer.Option(help="MQTT port (default: a free one).")] = None,
+) -> None:
+    """Start Kafka (KRaft) and Mosquitto on 127.0.0.1, installing them on first use."""
+    stack = LocalStack(home)
+    with console.status("starting the local stack…") as status:
+
+        def progress(msg: str) -> None:
+            console.log(msg)
+            status.update(msg)
+
+        info = stack.up(kafka_port, mqtt_port, progress=progress)
+    out.print(
+        f"Kafka {info.kafka_version}  bootstrap [bold]{info.kafka_bootstrap}[/]  "
+        f"(pid {info.kafka_pid})"
+    )
+    out.print(
+        f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  (pid {info.mosquitto_pid})"
+    )
+    out.print(
+        f"home {info.home}; stop with `presence stack down` (keeps data and ports; "
+        "`--purge` discards them)"
+    )
+
+
+@stack_app.command("status")
+def stack_status(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Where the local stack is and whether its processes run. Exit 1 when it is not up."""
+    stack = LocalStack(home)
+    info = stack.info()
+    if info is None:
+        if as_json:
+            out.print_json(data={"up": False, "home": str(stack.home)})
+        else:
+            console.print(f"no stack is up in {stack.home}")
+        raise typer.Exit(1)
+    health = stack.health(info)
+    up = all(health.values())
+    if as_json:
+        data = msgspec.to_builtins(info)
+        data.update(up=up, running=health, mqtt_url=info.mqtt_url)
+        sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
+    else:
+        for name, running in health.items():
+            out.print(f"{name:10} {'[green]running[/]' if running else '[red]not running[/]'}")
+        out.print(f"kafka      {info.kafka_bootstrap}\nmqtt       {info.mqtt_url}")
+    raise typer.Exit(0 if up else 1)
+
+
+@stack_app.command("down")
+def stack_down(
+    home: HomeOption = None,
+    purge: Annotated[
+        bool,
+        typer.Option(help="Also discard the brokers' data and ports (every topic, every session)."),
+    ] = False,
+) -> None:
+    """Stop the processes the stack started (by pid). Data and ports stay for the next `up`."""
+    stack = LocalStack(home)
+    stopped = stack.down(purge=purge)
+    console.print(
+        f"stopped {len(stopped)} process(es): {stopped}"
+        if stopped
+        else f"nothing was running in {stack.home}"
+    )
+    console.print(
+        "data and ports discarded"
+        if purge
+        else "data and ports kept: `presence stack up` starts the same stack again "
+        "(`--purge` discards them)"
+    )
+
+
+class Part(StrEnum):
+    kafka = "kafka"
+    mosquitto = "mosquitto"
+
+
+@stack_app.command("restart")
+def stack_restart(
+    parts: Annotated[
+        list[Part] | None, typer.Argument(help="kafka, mosquitto (default: both)")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Stop and start parts of the stack in place: same ports, same data."""
+    stack = LocalStack(home)
+    for part in parts or list(Part):
+        info = stack.restart(part.value, progress=console.log)
+    out.print(f"Kafka {info.kafka_bootstrap} (pid {info.kafka_pid})")
+    out.print(f"Mosquitto {info.mqtt_url} (pid {info.mosquitto_pid})")

@@ -1,0 +1,51 @@
+"""`presence status DEVICE`: ask any worker about one device."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from mqtt_presence.cli.common import app, fail, out
+
+
+@app.command("status")
+def status_command(
+    device: Annotated[str, typer.Argument(help="Device id")],
+    url: Annotated[
+        str, typer.Option(envvar="PRESENCE_WORKER_URL", help="Any worker's HTTP address")
+    ] = "http://127.0.0.1:6066",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Is a device online, since when, why? (asks a worker; it routes to the owner)."""
+    if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+        raise fail(f"--url must be an http:// or https:// address, not {url!r}")
+    target = f"{url.rstrip('/')}/devices/{urllib.parse.quote(device, safe='')}"
+    try:
+        with urllib.request.urlopen(target, timeout=10) as resp:  # noqa: S310 - scheme checked
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise fail(f"no status for device {device!r} yet") from exc
+        raise fail(f"{target} answered {exc.code}: {exc.read()[:200]!r}") from exc
+    except OSError as exc:
+        raise fail(
+            f"cannot reach a worker at {url} ({exc}); is `presence worker` running?"
+        ) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(body) + "\n")
+        return
+    since = datetime.fromtimestamp(body["since"] / 1000, tz=UTC).isoformat(timespec="seconds")
+    flapping = " [bold yellow](flapping)[/]" if body["flapping"] else ""
+    verified = "verified by session token" if body["verified"] else "not verified (no token)"
+    out.print(
+        f"[bold]{device}[/] is [bold]{body['status']}[/]{flapping} since {since} "
+        f"(version {body['version']}, reason {body['reason']}, session {body['session']}, "
+        f"{verified})"
+    )
