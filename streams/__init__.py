@@ -1,1 +1,2 @@
-"""The streams side: the pure presence core and the faust-streaming workers around it."""
+"""The workers: faust-streaming agents and tables around the pure core (`mqtt_presence.core`),
+from presence.raw and presence.ticks to presence.status and the HTTP API."""
