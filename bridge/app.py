@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import msgspec
 from kafka.errors import KafkaConfigurationError, KafkaError
@@ -31,7 +33,7 @@ from mqtt_presence.bridge.errors import BridgeError, ConfigurationError
 from mqtt_presence.bridge.kafka_sink import KafkaSink
 from mqtt_presence.bridge.message import MqttMessage, dead_letter
 from mqtt_presence.bridge.metrics import BridgeMetrics, serve
-from mqtt_presence.bridge.mqtt_source import MqttSource
+from mqtt_presence.bridge.mqtt_source import Listener, MqttSource
 from mqtt_presence.bridge.poison import CrashMemory
 from mqtt_presence.bridge.profiles import build, subscriptions
 from mqtt_presence.bridge.translate import Translator
@@ -42,6 +44,34 @@ from mqtt_presence.outages import Outages
 log = logging.getLogger("presence.bridge")
 Written = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # Kafka topic, key, value, headers
 _encode = msgspec.json.Encoder().encode
+
+
+class Source(Protocol):
+    """The MQTT side (`MqttSource`): it calls the bridge back (`Listener`) from `loop`."""
+
+    connected: bool
+    subscribed: threading.Event
+
+    def connect(self) -> None: ...
+    def loop(self, timeout: float) -> bool: ...
+    def flush(self) -> Any: ...
+    def ack(self, mid: int, qos: int) -> None: ...
+    def disconnect(self) -> None: ...
+
+
+class Sink(Protocol):
+    """The Kafka side (`KafkaSink`)."""
+
+    def ensure_topics(self) -> None: ...
+    def send(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any: ...
+    def flush(self, timeout_s: float) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+SourceFactory = Callable[[BridgeSettings, list[str], Listener], Source]
+SinkFactory = Callable[[BridgeSettings], Sink]
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -60,14 +90,25 @@ def kafka_headers(msg: MqttMessage) -> list[tuple[str, bytes]]:
 
 
 class Bridge:
-    def __init__(self, settings: BridgeSettings, metrics: BridgeMetrics | None = None) -> None:
+    """`source` and `sink` make the MQTT and Kafka sides (paho and kafka-python by default; the
+    unit tests of the loop's recovery give their own)."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        metrics: BridgeMetrics | None = None,
+        *,
+        source: SourceFactory = MqttSource,
+        sink: SinkFactory = KafkaSink,
+    ) -> None:
         self.settings = settings
         profiles = [build(p) for p in settings.profiles]
         self.translator = Translator(profiles, settings.max_payload_bytes)
         filters = list(dict.fromkeys(f for p in profiles for f in subscriptions(p)))
         self.metrics = metrics or BridgeMetrics()
         self.window = AckWindow()
-        self.source = MqttSource(settings, filters, self)
+        self.source = source(settings, filters, self)
+        self._new_sink = sink
         self.crash_memory = CrashMemory(settings.crash_memory_file)
         self.outages = Outages(
             self.metrics.outage,
@@ -77,7 +118,7 @@ class Bridge:
             "in our session",
         )
         self._progress_at = time.monotonic()  # the last time Kafka acknowledged, or idle
-        self.sink: KafkaSink | None = None
+        self.sink: Sink | None = None
         self.http_port: int | None = None
         self._stop = threading.Event()
         self._kafka_error: Exception | None = None
@@ -119,17 +160,10 @@ class Bridge:
             self.http_port = server.server_port
             log.info("metrics and health on http://%s:%d/", self.settings.http_host, self.http_port)
         try:
-            self.sink = self._connect_kafka()
-            if self.sink is None:
+            if not self.open():
                 return
-            self._connect_mqtt()
             while not self._stop.is_set():
-                alive = self.source.loop(0.05)
-                self._settle()
-                if self._kafka_error is not None:
-                    self._recover_from_kafka_failure()
-                elif not alive:
-                    self._reconnect_mqtt()
+                self.turn()
             self._shutdown()
         finally:
             if self.sink is not None:  # a fatal error: no acknowledgements, just let go
@@ -137,6 +171,24 @@ class Bridge:
             if server is not None:
                 server.shutdown()
             self.crash_memory.close()
+
+    def open(self) -> bool:
+        """Connect to Kafka, then to MQTT (retrying both); False when stopped meanwhile."""
+        self.sink = self._connect_kafka()
+        if self.sink is None:
+            return False
+        self._connect_mqtt()
+        return True
+
+    def turn(self, timeout_s: float = 0.05) -> None:
+        """One turn of the loop: read MQTT, acknowledge what Kafka has, recover from a failed
+        write (leave MQTT, reconnect Kafka, come back) or a lost MQTT connection."""
+        alive = self.source.loop(timeout_s)
+        self._settle()
+        if self._kafka_error is not None:
+            self._recover_from_kafka_failure()
+        elif not alive:
+            self._reconnect_mqtt()
 
     # --- MQTT listener ----------------------------------------------------------------------------
 
@@ -264,16 +316,16 @@ class Bridge:
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)  # a stop request ends the wait at once
 
-    def _connect_kafka(self) -> KafkaSink | None:
+    def _connect_kafka(self) -> Sink | None:
         try:
             return self._connect_kafka_retrying()
         except KafkaConfigurationError as exc:
             raise ConfigurationError(f"Kafka producer settings refused: {exc}") from exc
 
-    def _connect_kafka_retrying(self) -> KafkaSink | None:
+    def _connect_kafka_retrying(self) -> Sink | None:
         for attempt in self._retrying("Kafka"):
             with attempt:
-                sink = KafkaSink(self.settings)
+                sink = self._new_sink(self.settings)
                 try:
                     sink.ensure_topics()
                 except BaseException:

@@ -110,6 +110,7 @@ def write_bridge_config(path: Path, **bridge: object) -> Path:
     """A config file with a [bridge] table, Kafka's keys in [kafka] (a json profile on `topic`,
     if given)."""
     topic = bridge.pop("topic", None)
+    bridge.setdefault("state_dir", str(path.parent / "bridge-state"))  # not the user's home
     text = render_config({"bridge": bridge})
     if topic is not None:
         text += f'\n[[bridge.profiles]]\nkind = "json"\ntopic = {json.dumps(topic)}\n'

@@ -1,0 +1,237 @@
+"""The bridge's loop without brokers: its MQTT and Kafka sides replaced by scripted ones, to
+check what it promises when Kafka is slow, fails or comes back, and when MQTT drops.
+
+The end-to-end tests (tests/integration) check the same against real Mosquitto and Kafka; these
+check the decisions one turn at a time, which the real brokers cannot be made to time exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.bridge.config import BridgeSettings, load_bridge_settings
+from mqtt_presence.bridge.message import MqttMessage
+from mqtt_presence.bridge.mqtt_source import Listener
+
+
+@dataclass
+class Write:
+    """A Kafka write the test completes (kafka-python's future: is_done, exception)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    is_done: bool = False
+    exception: BaseException | None = None
+
+    def succeed(self) -> None:
+        self.is_done = True
+
+    def fail(self, exc: BaseException) -> None:
+        self.is_done, self.exception = True, exc
+
+    def add_callback(self, fn: Any) -> None:
+        pass
+
+    def add_errback(self, fn: Any) -> None:
+        pass
+
+
+@dataclass
+class Kafka:
+    """Every sink the bridge makes writes here; `refuse` connections fail with OSError."""
+
+    writes: list[Write] = field(default_factory=list)
+    sinks: int = 0
+    refuse: int = 0
+    closed: int = 0
+
+    def sink(self, settings: BridgeSettings) -> Sink:
+        if self.refuse:
+            self.refuse -= 1
+            raise OSError("connection refused")
+        self.sinks += 1
+        return Sink(self)
+
+
+@dataclass
+class Sink:
+    kafka: Kafka
+
+    def ensure_topics(self) -> None:
+        pass
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: Any) -> Write:
+        write = Write(topic, key, value)
+        self.kafka.writes.append(write)
+        return write
+
+    def flush(self, timeout_s: float) -> None:
+        pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.kafka.closed += 1
+
+
+@dataclass
+class Mqtt:
+    """The broker as the bridge's source sees it: messages to deliver, acknowledgements."""
+
+    inbox: deque[tuple[MqttMessage, int]] = field(default_factory=deque)
+    acked: list[int] = field(default_factory=list)
+    connects: int = 0
+    disconnects: int = 0
+    drop_connection: bool = False
+    listener: Listener | None = None
+
+    def publish(self, mid: int, device: str) -> None:
+        payload = json.dumps({"status": "online", "session": mid}).encode()
+        self.inbox.append((MqttMessage(f"devices/{device}/status", payload, 1_000 + mid), mid))
+
+    def source(self, settings: BridgeSettings, filters: list[str], listener: Listener) -> Source:
+        self.listener = listener
+        return Source(self)
+
+
+@dataclass
+class Source:
+    mqtt: Mqtt
+    connected: bool = False
+    subscribed: threading.Event = field(default_factory=threading.Event)
+
+    def connect(self) -> None:
+        self.mqtt.connects += 1
+        self.connected = True
+
+    def loop(self, timeout: float) -> bool:
+        if self.mqtt.drop_connection:
+            self.mqtt.drop_connection = self.connected = False
+            return False
+        while self.mqtt.inbox:
+            msg, mid = self.mqtt.inbox.popleft()
+            assert self.mqtt.listener is not None
+            self.mqtt.listener.on_mqtt_message(msg, mid)
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.mqtt.acked.append(mid)
+
+    def disconnect(self) -> None:
+        self.mqtt.disconnects += 1
+        self.connected = False
+
+
+Make = Callable[..., Bridge]
+
+
+@pytest.fixture
+def make_bridge(tmp_path: Path) -> Make:
+    """An opened bridge on `mqtt` and `kafka`, retrying fast, its crash memory under tmp_path."""
+
+    def make(mqtt: Mqtt, kafka: Kafka, **settings: Any) -> Bridge:
+        fast = {"reconnect_min_s": 0.001, "reconnect_max_s": 0.01, "state_dir": tmp_path}
+        b = Bridge(
+            load_bridge_settings({}, **fast, **settings), source=mqtt.source, sink=kafka.sink
+        )
+        assert b.open()
+        return b
+
+    return make
+
+
+def test_acknowledges_in_arrival_order_and_only_what_kafka_has(make_bridge: Make) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka)
+    for mid in (1, 2, 3):
+        mqtt.publish(mid, f"cam-{mid}")
+    b.turn()
+    assert len(kafka.writes) == 3
+    kafka.writes[1].succeed()  # Kafka has the second one first
+    b.turn()
+    assert mqtt.acked == []  # MQTT 5 4.6: PUBACKs in the order the PUBLISHes arrived
+    kafka.writes[0].succeed()
+    b.turn()
+    assert mqtt.acked == [1, 2]
+    kafka.writes[2].succeed()
+    b.turn()
+    assert mqtt.acked == [1, 2, 3]
+    assert b.health() == {"mqtt": True, "kafka": True}
+
+
+def test_a_failed_write_leaves_mqtt_unacknowledged_and_comes_back_through_a_new_producer(
+    make_bridge: Make,
+) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka)
+    mqtt.publish(1, "cam-1")
+    mqtt.publish(2, "cam-2")
+    b.turn()
+    kafka.writes[1].succeed()
+    kafka.writes[0].fail(OSError("not leader"))
+    kafka.refuse = 2  # and Kafka stays away for two attempts
+    b.turn()
+    assert mqtt.acked == []  # the broker keeps both in our session and delivers them again
+    assert mqtt.disconnects == 1
+    assert (kafka.sinks, kafka.closed, mqtt.connects) == (2, 1, 2)
+    assert b.metrics.kafka_errors._value.get() == 1
+    assert b.metrics.redelivered_unacked._value.get() == 2
+    assert b.metrics.outages.labels("Kafka")._value.get() == 1  # down, then back
+    mqtt.publish(1, "cam-1")  # the redelivery, on the new connection
+    b.turn()
+    kafka.writes[-1].succeed()
+    b.turn()
+    assert mqtt.acked == [1]
+
+
+def test_a_lost_mqtt_connection_forgets_the_window_and_reconnects(make_bridge: Make) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka)
+    mqtt.publish(7, "cam-7")
+    b.turn()
+    mqtt.drop_connection = True
+    b.turn()
+    kafka.writes[0].succeed()  # too late: packet id 7 means nothing on the new connection
+    b.turn()
+    assert mqtt.acked == []
+    assert mqtt.connects == 2
+    assert b.metrics.redelivered_unacked._value.get() == 1
+
+
+def test_writes_that_stall_are_an_outage_before_any_write_fails(make_bridge: Make) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, kafka_stall_s=0.05)
+    mqtt.publish(1, "cam-1")
+    b.turn()
+    threading.Event().wait(0.1)
+    b.turn()
+    assert b.metrics.outage.labels("Kafka")._value.get() == 1
+    assert b.metrics.kafka_errors._value.get() == 0
+    kafka.writes[0].succeed()
+    b.turn()
+    assert b.metrics.outage.labels("Kafka")._value.get() == 0
+    assert mqtt.acked == [1]
+
+
+def test_a_message_no_profile_reads_goes_to_the_dead_letter_topic_and_is_acknowledged(
+    make_bridge: Make,
+) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka)
+    mqtt.inbox.append((MqttMessage("devices/cam-1/status", b"\xff\xfe", 1_000), 1))
+    b.turn()
+    assert [w.topic for w in kafka.writes] == [b.settings.kafka.dlq_topic]
+    kafka.writes[0].succeed()
+    b.turn()
+    assert mqtt.acked == [1]  # bad input is kept, and does not stop the flow
