@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from mqtt_presence.cli.common import ConfigOption, app, local_stack_defaults, setup_logging
+from mqtt_presence.cli.common import (
+    ConfigOption,
+    KafkaBootstrapOption,
+    VerboseOption,
+    app,
+    setup_logging,
+    with_local_stack,
+)
 from mqtt_presence.settings import load_file
 
 
@@ -17,16 +24,14 @@ def bridge_command(
     mqtt_url: Annotated[
         str | None, typer.Option(help="mqtt://host:port (default: local stack)")
     ] = None,
-    kafka_bootstrap: Annotated[
-        str | None, typer.Option(help="host:port (default: local stack)")
-    ] = None,
+    kafka_bootstrap: KafkaBootstrapOption = None,
     client_id: Annotated[str | None, typer.Option(help="MQTT client id (one per bridge)")] = None,
     shared_group: Annotated[
         str | None,
         typer.Option(help="Share the load with other bridges through $share/<group>/..."),
     ] = None,
     http_port: Annotated[int | None, typer.Option(help="Metrics and health port (0: any)")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Subscribe to the fleet's lifecycle topics and write one raw event per message to Kafka."""
     # paho and kafka-python load here, not for every `presence` command
@@ -35,17 +40,15 @@ def bridge_command(
 
     setup_logging(verbose)
     data = load_file(config)
-    overrides: dict[str, object] = {
+    flags: dict[str, object] = {
         "mqtt_url": mqtt_url,
         "kafka_bootstrap": kafka_bootstrap,
         "client_id": client_id,
         "shared_group": shared_group,
         "http_port": http_port,
     }
-    if mqtt_url is None or kafka_bootstrap is None:
-        defaults = local_stack_defaults(data, "bridge")
-        overrides = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
-    settings = load_bridge_settings(data, **overrides)
+    keys = ("mqtt_url", "kafka_bootstrap")
+    settings = load_bridge_settings(data, **with_local_stack(data, "bridge", flags, keys))
     bridge = Bridge(settings)
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())

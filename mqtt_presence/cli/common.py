@@ -57,24 +57,28 @@ ConfigOption = Annotated[
 ]
 
 
-def local_stack_defaults(
-    file_data: dict[str, object],
-    section: str,
-    keys: tuple[str, ...] = ("mqtt_url", "kafka_bootstrap"),
-) -> dict[str, str]:
-    """Broker addresses from the running local stack, for whatever the user did not set (in the
-    part's table or `[kafka]`, or their environment variables)."""
+KafkaBootstrapOption = Annotated[str | None, typer.Option(help="host:port (default: local stack)")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v")]
 
-    def given(key: str) -> bool:
+
+def with_local_stack(
+    file_data: dict[str, object], section: str, flags: dict[str, object], keys: tuple[str, ...]
+) -> dict[str, object]:
+    """The flags given, and the running local stack's addresses (`keys`: mqtt_url,
+    kafka_bootstrap) for those the user set nowhere: not as a flag, not in the part's table or
+    `[kafka]`, not in their environment variables."""
+    given = {k: v for k, v in flags.items() if v is not None}
+
+    def set_elsewhere(key: str) -> bool:
         table, name = ("kafka", "bootstrap") if key == "kafka_bootstrap" else (section, key)
         found = file_data.get(table, {})
         return (isinstance(found, dict) and name in found) or (
             f"PRESENCE_{table.upper()}_{name.upper()}" in os.environ
         )
 
-    missing = [k for k in keys if not given(k)]
+    missing = [k for k in keys if k not in given and not set_elsewhere(k)]
     if not missing:
-        return {}
+        return given
     info = LocalStack().info()
     if info is None:
         raise fail(
@@ -82,7 +86,7 @@ def local_stack_defaults(
             f"up`, or pass {' and '.join('--' + k.replace('_', '-') for k in missing)}"
         )
     found = {"mqtt_url": info.mqtt_url, "kafka_bootstrap": info.kafka_bootstrap}
-    return {k: found[k] for k in missing}
+    return {**{k: found[k] for k in missing}, **given}
 
 
 def setup_logging(verbose: bool) -> None:

@@ -7,21 +7,26 @@ from typing import Annotated
 
 import typer
 
-from mqtt_presence.cli.common import ConfigOption, app, console, local_stack_defaults
+from mqtt_presence.cli.common import (
+    ConfigOption,
+    KafkaBootstrapOption,
+    VerboseOption,
+    app,
+    console,
+    with_local_stack,
+)
 from mqtt_presence.settings import load_file, presence_config
 
 
 @app.command("worker")
 def worker_command(
     config: ConfigOption = None,
-    kafka_bootstrap: Annotated[
-        str | None, typer.Option(help="host:port (default: local stack)")
-    ] = None,
+    kafka_bootstrap: KafkaBootstrapOption = None,
     web_port: Annotated[int | None, typer.Option(help="HTTP port of this worker")] = None,
     app_id: Annotated[str | None, typer.Option(help="Consumer group / app id")] = None,
     store: Annotated[str | None, typer.Option(help="rocksdb (default) or memory")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Table data of this worker")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run a streams worker: presence.raw through the core to presence.status and the table."""
     # Faust loads here, not for every `presence` command
@@ -31,17 +36,15 @@ def worker_command(
     from mqtt_presence.streams.topology import changelog_topic  # noqa: PLC0415
 
     data = load_file(config)
-    overrides: dict[str, object] = {
+    flags: dict[str, object] = {
         "kafka_bootstrap": kafka_bootstrap,
         "web_port": web_port,
         "app_id": app_id,
         "store": store,
         "data_dir": data_dir,
     }
-    if kafka_bootstrap is None:
-        defaults = local_stack_defaults(data, "worker", keys=("kafka_bootstrap",))
-        overrides = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
-    settings = load_worker_settings(data, **overrides)
+    keys = ("kafka_bootstrap",)
+    settings = load_worker_settings(data, **with_local_stack(data, "worker", flags, keys))
     core = presence_config(data, str(config))
     wait_for_kafka(settings, lambda line: console.print(line, highlight=False))
     faust_app, _ = create_app(settings, core)
