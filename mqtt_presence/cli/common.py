@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -62,7 +63,10 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v")]
 
 
 def with_local_stack(
-    file_data: dict[str, object], section: str, flags: dict[str, object], keys: tuple[str, ...]
+    file_data: Mapping[str, object],
+    section: str,
+    flags: Mapping[str, object],
+    keys: tuple[str, ...],
 ) -> dict[str, object]:
     """The flags given, and the running local stack's addresses (`keys`: mqtt_url,
     kafka_bootstrap) for those the user set nowhere: not as a flag, not in the part's table or
