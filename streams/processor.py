@@ -34,6 +34,7 @@ from mqtt_presence.core.records import DeadLetterRecord
 from mqtt_presence.core.schedule import Schedule
 from mqtt_presence.streams.metrics import WorkerMetrics
 from mqtt_presence.streams.output import DeliveryError, encode
+from mqtt_presence.streams.status_index import StatusIndex, category
 
 log = logging.getLogger("presence.worker")
 
@@ -116,6 +117,7 @@ class Processor:
     dead_letters: Callable[[bytes, bytes], Awaitable[Any]]  # (key, record) to presence.dlq
     metrics: WorkerMetrics
     clock_ms: Callable[[], int] = wall_clock_ms
+    statuses: StatusIndex = field(default_factory=StatusIndex)
 
     async def handle(self, event: Event) -> None:
         message = event.message
@@ -151,9 +153,11 @@ class Processor:
         """One input through the core. `reindex`: the device was taken out of the deadline
         index (a tick fired it) and goes back in whatever the core decides."""
         previous = self.store.get(key)
-        state, changes = transition(decode_state(previous) if previous else None, inp, self.config)
+        before = decode_state(previous) if previous else None
+        state, changes = transition(before, inp, self.config)  # `before` is left as it was
         if state is None:
             return
+        self.statuses.update(partition, state.device, category(before), category(state))
         encoded = encode_state(state)
         if encoded != previous:  # nothing changed (a tick with nothing due): nothing to write
             await self.output.put_state(key, encoded, partition)

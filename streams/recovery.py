@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from mqtt_presence.core import PresenceConfig, decode_state, last_change, next_deadline
 from mqtt_presence.streams.processor import DeadlineIndex, Output, partition_of
+from mqtt_presence.streams.status_index import StatusIndex, category
 
 log = logging.getLogger("presence.worker")
 
@@ -38,6 +39,7 @@ class RecoveryWatch:
 @dataclass
 class Recovered:
     index: DeadlineIndex
+    statuses: StatusIndex
     devices: int
     announced: int
     cut_short: bool = False
@@ -53,11 +55,11 @@ async def rebuild(
     reannounce: bool,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Recovered:
-    """The deadline index of the recovered states, and the last change of each device of the
-    partitions `taken_over` sent again: a crash between writing a state to the changelog and
-    its change to presence.status would otherwise lose that change. Consumers upsert by
-    version, so the repeat (same version, same content) is harmless."""
-    index = DeadlineIndex()
+    """The deadline and status indexes of the recovered states, and the last change of each
+    device of the partitions `taken_over` sent again: a crash between writing a state to the
+    changelog and its change to presence.status would otherwise lose that change. Consumers
+    upsert by version, so the repeat (same version, same content) is harmless."""
+    index, statuses = DeadlineIndex(), StatusIndex()
     devices = announced = 0
     for key, value in states:
         devices += 1
@@ -69,12 +71,13 @@ async def rebuild(
         state = decode_state(value)
         partition = partition_of(key, partitions)
         index.update(partition, key, next_deadline(state, config))
+        statuses.update(partition, state.device, None, category(state))
         if reannounce and partition in taken_over:
             change = last_change(state)
             if should_stop():  # the producer is closing: whoever recovers next announces
                 log.info("stopping: re-announcement cut short after %d changes", announced)
-                return Recovered(index, devices, announced, cut_short=True)
+                return Recovered(index, statuses, devices, announced, cut_short=True)
             if change is not None:
                 await output.send_status(key, change, count=False)  # not a new change
                 announced += 1
-    return Recovered(index, devices, announced)
+    return Recovered(index, statuses, devices, announced)

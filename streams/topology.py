@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,7 +34,7 @@ from mqtt_presence.streams.output import (
     exit_for_restart,
     exit_without_commit,
 )
-from mqtt_presence.streams.processor import DeadlineIndex, Processor, partition_of
+from mqtt_presence.streams.processor import DeadlineIndex, Processor
 from mqtt_presence.streams.recovery import RECOVERY_WATCH_INTERVAL_S, RecoveryWatch, rebuild
 
 log = logging.getLogger("presence.worker")
@@ -66,13 +66,6 @@ class Topology:
     def state_of(self, device: str) -> DeviceState | None:
         value = self.table.get(device.encode())
         return decode_state(value) if value is not None else None
-
-    def local_states(self, partitions: set[int] | None = None) -> Iterator[DeviceState]:
-        """The states this worker holds (of the given partitions only, if given)."""
-        count = self.settings.kafka.partitions
-        for key, value in list(self.table.items()):
-            if value is not None and (partitions is None or partition_of(key, count) in partitions):
-                yield decode_state(value)
 
     def active_partitions(self) -> set[int]:
         """The raw partitions this worker owns now."""
@@ -181,6 +174,7 @@ async def on_recovered(topology: Topology) -> None:
     if recovered.cut_short:
         return
     topology.processor.deadlines = recovered.index
+    topology.processor.statuses = recovered.statuses
     topology.held_partitions = active
     log.info(
         "recovered %d devices, %d with a pending deadline; holding partitions %s; "

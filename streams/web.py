@@ -59,16 +59,6 @@ class BadParameterError(ValueError):
     """A query parameter is not what the endpoint accepts."""
 
 
-def _matches(state: DeviceState, status: str | None) -> bool:
-    if state.status is None:
-        return False
-    if status is None:
-        return True
-    if status == "flapping":
-        return state.flapping
-    return state.status.value == status and not state.flapping
-
-
 def list_params(query: Any) -> tuple[str | None, int, str]:
     status = query.get("status")
     if status is not None and status not in STATUS_FILTERS:
@@ -153,18 +143,13 @@ class DevicesView(View):
             status, limit, cursor = list_params(request.query)
         except BadParameterError as exc:
             return self.json({"error": str(exc)}, status=400)
-        if request.query.get("local"):
-            states = sorted(
-                (
-                    s
-                    for s in topology.local_states(topology.active_partitions())
-                    if s.device > cursor and _matches(s, status)
-                ),
-                key=lambda s: s.device,
+        if request.query.get("local"):  # this worker's page, from the status index
+            devices, more = topology.processor.statuses.page(
+                topology.active_partitions(), status, cursor, limit
             )
-            return self.json(
-                {"devices": [status_view(s) for s in states[:limit]], "more": len(states) > limit}
-            )
+            states = (topology.state_of(device) for device in devices)
+            views = [status_view(state) for state in states if state is not None]
+            return self.json({"devices": views, "more": more})
         params = {"limit": str(limit), "cursor": cursor}
         if status:
             params["status"] = status
@@ -184,12 +169,8 @@ class DevicesView(View):
 class FleetView(View):
     async def get(self, request: Request) -> Response:
         topology = topology_of(self)
-        if request.query.get("local"):
-            counts: Counter[str] = Counter()
-            for state in topology.local_states(topology.active_partitions()):
-                if state.status is None:
-                    continue
-                counts["flapping" if state.flapping else state.status.value] += 1
+        if request.query.get("local"):  # this worker's counts, kept by the status index
+            counts = topology.processor.statuses.counts(topology.active_partitions())
             return self.json({"counts": dict(counts)})
         total: Counter[str] = Counter()
         try:

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -347,6 +348,19 @@ def test_a_restarted_worker_recovers_its_pending_grace_deadline_and_fires_it(
     assert len(changes) > len(by_version)
 
 
+def list_all(p: Pipeline, status: str) -> list[str]:
+    """Every device of one status, page by page (7 a page) through the cursor."""
+    names: list[str] = []
+    cursor = ""
+    while True:
+        code, page = p.get(f"/devices?status={status}&limit=7&cursor={cursor}")
+        assert code == 200, page
+        names += [d["device"] for d in page["devices"]]
+        if not page["next_cursor"]:
+            return names
+        cursor = page["next_cursor"]
+
+
 def test_two_workers_split_the_partitions_and_survive_a_sigkill(
     stack: StackInfo, tmp_path: Path
 ) -> None:
@@ -395,6 +409,7 @@ def test_two_workers_split_the_partitions_and_survive_a_sigkill(
 
             wait_for(settled, 120, "every device to show its true status on the survivor")
             _, fleet = p.get("/fleet")
+            listed = {status: list_all(p, status) for status in ("online", "offline")}
             changes = p.changes(timeout=5)
             survivor_log = workers.procs[p.port].log.read_text()
     finally:
@@ -421,6 +436,16 @@ def test_two_workers_split_the_partitions_and_survive_a_sigkill(
         assert parts(taken_over) == set(range(8)) - parts(held_before)
         assert parts(held_before), "the survivor held partitions before the kill"
     assert fleet["workers"] == 1
+    # The counts and the lists come from the status index, rebuilt in the survivor's recovery
+    # after the rebalance and kept since: exactly the truth.
+    want = Counter(truth.values())
+    assert (fleet["online"], fleet["offline"], fleet["flapping"]) == (
+        want["online"],
+        want["offline"],
+        0,
+    )
+    for status, names in listed.items():
+        assert names == sorted(d for d in devices if truth[d] == status)
     by_version: dict[tuple[str, int], StatusChange] = {}
     last: dict[str, int] = {}
     for c in changes:  # in each partition's order: versions never go backwards
