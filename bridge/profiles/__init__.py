@@ -14,12 +14,23 @@ from mqtt_presence.bridge.profiles.base import Profile
 from mqtt_presence.bridge.profiles.emqx import EmqxProfile, EmqxProfileSettings
 from mqtt_presence.bridge.profiles.homie import HomieProfile, HomieProfileSettings
 from mqtt_presence.bridge.profiles.json_status import JsonProfile, JsonProfileSettings
-from mqtt_presence.bridge.profiles.plain import PlainProfile, PlainProfileSettings
+from mqtt_presence.bridge.profiles.plain import (
+    AvailabilityProfile,
+    EsphomeProfileSettings,
+    PlainProfileSettings,
+    ShellyProfileSettings,
+    TasmotaProfileSettings,
+    Zigbee2MqttProfileSettings,
+)
 from mqtt_presence.bridge.profiles.sparkplug import SparkplugProfile, SparkplugProfileSettings
 
 ProfileSettings = Annotated[
     JsonProfileSettings
     | PlainProfileSettings
+    | Zigbee2MqttProfileSettings
+    | TasmotaProfileSettings
+    | EsphomeProfileSettings
+    | ShellyProfileSettings
     | HomieProfileSettings
     | EmqxProfileSettings
     | SparkplugProfileSettings,
@@ -31,8 +42,14 @@ def build(settings: ProfileSettings) -> Profile:
     match settings:
         case JsonProfileSettings():
             return JsonProfile(settings)
-        case PlainProfileSettings():
-            return PlainProfile(settings)
+        case (
+            PlainProfileSettings()
+            | Zigbee2MqttProfileSettings()
+            | TasmotaProfileSettings()
+            | EsphomeProfileSettings()
+            | ShellyProfileSettings()
+        ):
+            return AvailabilityProfile(settings)
         case HomieProfileSettings():
             return HomieProfile(settings)
         case EmqxProfileSettings():
@@ -43,7 +60,7 @@ def build(settings: ProfileSettings) -> Profile:
 
 def subscriptions(profile: Profile) -> list[str]:
     extra = getattr(profile, "subscriptions", None)
-    return list(extra) if extra is not None else [profile.pattern.subscription]
+    return list(extra) if extra is not None else profile.pattern.subscriptions
 
 
 __all__ = ["Profile", "ProfileSettings", "build", "subscriptions"]

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import threading
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,33 @@ def test_every_profile_end_to_end(stack: StackInfo) -> None:
         SessionOrder.TIMESTAMP,
     )
     assert (got["sparkplug"].device, got["sparkplug"].session) == ("plant/edge", 7)
+
+
+SAMPLES = Path(__file__).parents[1] / "unit" / "bridge" / "samples"
+
+
+def test_the_documented_device_conventions_end_to_end_with_their_default_topics(
+    stack: StackInfo,
+) -> None:
+    # Each project's documented birth and will (tests/unit/bridge/samples/), published by a real
+    # client through Mosquitto to a bridge configured with nothing but each profile's kind.
+    specs = [tomllib.loads(path.read_text()) for path in sorted(SAMPLES.glob("*.toml"))]
+    tag = unique("conv")
+    settings = bridge_settings(stack, profiles=[{"kind": spec["kind"]} for spec in specs])
+    expected = {}
+    with running_bridge(settings):
+        pub = Publisher(stack)
+        for spec in specs:
+            for sample in spec["samples"]:
+                if "reason" in sample:
+                    continue
+                device = f"{sample['device']}-{tag}"  # this run's devices, whatever else runs
+                pub.publish(sample["topic"].replace(sample["device"], device), sample["payload"])
+                expected[device, sample["event"]] = spec["kind"]
+        pub.close()
+        records = read_topic(stack, settings.kafka.raw_topic, len(expected))
+    got = {(e.device, e.kind.value): e.source for e in events_of(records) if tag in e.device}
+    assert got == expected
 
 
 def test_bad_input_goes_to_the_dead_letter_topic_and_the_bridge_goes_on(stack: StackInfo) -> None:
