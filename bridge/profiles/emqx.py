@@ -1,8 +1,13 @@
 """EMQX broker client events: `$SYS/brokers/{node}/clients/{device}/connected|disconnected`.
 
 The broker itself says when a client connected and disconnected, with its `connected_at` time (the
-session token, compared as a timestamp) and a reason for the disconnect. `takenover` and
-`discarded` mean a newer connection replaced this one; `normal` is the client's own DISCONNECT.
+session token, compared as a timestamp) and a reason for the disconnect. `takenover` (EMQX 4.4
+spells it `takeovered`) and `discarded` mean a newer connection replaced this one; `normal` is the
+client's own DISCONNECT.
+
+EMQX up to 4.2 gives `connected_at` in seconds, 4.3 and later in milliseconds (`ts` is always
+milliseconds): a time below 10^11 is read as seconds (10^11 ms is March 1973; 10^11 s the year
+5138), so sessions compare across a fleet of mixed brokers.
 """
 
 from __future__ import annotations
@@ -17,6 +22,16 @@ from mqtt_presence.bridge.topics import TopicPattern
 from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
 
 _decode = msgspec.json.Decoder().decode
+
+
+SECONDS_BELOW = 100_000_000_000
+
+
+def ms(value: int | None) -> int | None:
+    """Milliseconds since the epoch, from EMQX's seconds (up to 4.2) or milliseconds."""
+    if value is None or value >= SECONDS_BELOW or value <= 0:
+        return value
+    return value * 1000
 
 
 class EmqxProfileSettings(ProfileSettingsBase):
@@ -46,8 +61,8 @@ class EmqxProfile:
         clientid = body.get("clientid")
         if clientid is not None and clientid != device:
             raise Invalid("device_mismatch", f"payload clientid {clientid!r}, topic {device!r}")
-        connected_at = time_of(body.get("connected_at"), "connected_at")
-        event_time = time_of(body.get("ts") or body.get("disconnected_at"), "ts")
+        connected_at = ms(time_of(body.get("connected_at"), "connected_at"))
+        event_time = ms(time_of(body.get("ts") or body.get("disconnected_at"), "ts"))
         reason = body.get("reason")
         kind = EventKind.CONNECTED if event == "connected" else EventKind.DISCONNECTED
         return event_of(

@@ -89,7 +89,8 @@ class PresenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         next signal. Off (0) by default, since the keepalive is the fleet's own.
     dedup_memory: how many recent message fingerprints each device remembers.
     known_sessions: how many recent opaque session ids each device remembers (equality only).
-    superseded_reasons: broker disconnect reasons meaning "a newer connection replaced this one".
+    superseded_reasons: broker disconnect reasons meaning "a newer connection replaced this one"
+        (EMQX: `takenover`, spelt `takeovered` in 4.4, and `discarded`).
     """
 
     offline_grace_ms: int = 5_000
@@ -98,7 +99,7 @@ class PresenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     tokenless_min_will_delay_ms: int = 0
     dedup_memory: int = 8
     known_sessions: int = 4
-    superseded_reasons: frozenset[str] = frozenset({"takenover", "discarded"})
+    superseded_reasons: frozenset[str] = frozenset({"takenover", "takeovered", "discarded"})
     damping: DampingConfig = DampingConfig()
 
     def __post_init__(self) -> None:

@@ -92,6 +92,7 @@ def test_the_documented_device_conventions_end_to_end_with_their_default_topics(
     # Each project's documented birth and will (tests/unit/bridge/samples/), published by a real
     # client through Mosquitto to a bridge configured with nothing but each profile's kind.
     specs = [tomllib.loads(path.read_text()) for path in sorted(SAMPLES.glob("*.toml"))]
+    specs = [spec for spec in specs if spec["kind"] != "emqx"]  # $SYS: above, on a prefix
     tag = unique("conv")
     settings = bridge_settings(stack, profiles=[{"kind": spec["kind"]} for spec in specs])
     expected = {}

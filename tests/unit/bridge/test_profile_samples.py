@@ -54,6 +54,10 @@ def test_documented_payloads_become_the_documented_events(path: Path) -> None:
         assert isinstance(out, ConnectionEvent), (sample, out)
         assert (out.device, out.kind.value) == (sample["device"], sample["event"]), sample
         assert out.source == spec["kind"]
+        if "session" in sample:
+            assert out.session == sample["session"], sample
+        if "reason_field" in sample:
+            assert out.reason == sample["reason_field"], sample
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
