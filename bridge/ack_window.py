@@ -24,9 +24,20 @@ class Pending(Protocol):
     def exception(self) -> BaseException | None: ...
 
 
+class NothingToWrite:
+    """The slot of a message acknowledged without a Kafka write (coalesced activity)."""
+
+    is_done = True
+    exception = None
+
+
+NOTHING_TO_WRITE = NothingToWrite()
+
+
 class AckWindow:
     def __init__(self) -> None:
         self._slots: deque[tuple[int, Pending]] = deque()
+        self._released_unwritten = 0
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -47,7 +58,14 @@ class AckWindow:
                 return out, pending.exception
             slots.popleft()
             out.append(mid)
+            if pending is NOTHING_TO_WRITE:
+                self._released_unwritten += 1
         return out, None
+
+    def take_released_unwritten(self) -> int:
+        """How many of the messages released since the last call had nothing written."""
+        count, self._released_unwritten = self._released_unwritten, 0
+        return count
 
     def reset(self) -> int:
         """A new connection: forget every slot. Returns how many were left unacknowledged."""

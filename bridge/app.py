@@ -27,7 +27,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from mqtt_presence.bridge.ack_window import AckWindow
+from mqtt_presence.bridge.ack_window import NOTHING_TO_WRITE, AckWindow
+from mqtt_presence.bridge.coalesce import ActivityCoalescer
 from mqtt_presence.bridge.config import BridgeSettings
 from mqtt_presence.bridge.errors import BridgeError, ConfigurationError
 from mqtt_presence.bridge.kafka_sink import KafkaSink
@@ -110,6 +111,7 @@ class Bridge:
         self.source = source(settings, filters, self)
         self._new_sink = sink
         self.crash_memory = CrashMemory(settings.crash_memory_file)
+        self.coalescer = ActivityCoalescer(int(settings.coalesce_activity_s * 1000))
         self.outages = Outages(
             self.metrics.outage,
             self.metrics.outages,
@@ -220,13 +222,19 @@ class Bridge:
         else:
             self.crash_memory.begin(msg)
             try:
-                topic, key, value, headers = self._record_of(msg)
+                written = self._record_of(msg)
             except Exception as exc:  # a bug of ours: this message must not stop the others
                 log.exception("handling a message from %r failed", msg.topic)
-                topic, key, value, headers = self._dead_letter_of(
+                written = self._dead_letter_of(
                     msg, "internal_error", f"{type(exc).__name__}: {exc}"
                 )
             self.crash_memory.end(msg)
+            if written is None:  # activity already said: acknowledged in its turn, not written
+                self.metrics.coalesced.inc()
+                if msg.qos > 0:
+                    self.window.add(mid, NOTHING_TO_WRITE)
+                return
+            topic, key, value, headers = written
         try:
             pending = self.sink.send(topic, key, value, headers)
         except KafkaError as exc:  # e.g. the buffer stayed full for max_block_ms
@@ -241,10 +249,13 @@ class Bridge:
             pending.add_callback(lambda _metadata: self.metrics.produced.inc())
             pending.add_errback(lambda exc: log.error("QoS 0 message lost by Kafka: %s", exc))
 
-    def _record_of(self, msg: MqttMessage) -> Written:
-        """What goes to Kafka for a message: its raw event, or its dead letter."""
+    def _record_of(self, msg: MqttMessage) -> Written | None:
+        """What goes to Kafka for a message: its raw event, its dead letter, or nothing (an
+        activity its device already reported within `coalesce_activity_s`)."""
         record = self.translator.translate(msg)
         if isinstance(record, ConnectionEvent):
+            if not self.coalescer.admit(record):
+                return None
             headers = kafka_headers(msg)
             return self.settings.kafka.raw_topic, record.device.encode(), _encode(record), headers
         self._dead_letter(record)
@@ -274,7 +285,7 @@ class Bridge:
             self.source.ack(mid, 1)
         now = time.monotonic()
         if released:
-            self.metrics.produced.inc(len(released))
+            self.metrics.produced.inc(len(released) - self.window.take_released_unwritten())
             self.metrics.acknowledged.inc(len(released))
             self._progress_at = now
             self.outages.up("Kafka")

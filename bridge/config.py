@@ -53,6 +53,12 @@ class BridgeSettings(FileTableSettings):
     shared_group: str | None = Field(None, description="subscribe as $share/<group>/<filter>")
     profiles: list[ProfileSettings] = Field(default_factory=lambda: [JsonProfileSettings()])  # type: ignore[arg-type]
     max_payload_bytes: int = Field(64 * 1024, gt=0)
+    coalesce_activity_s: float = Field(
+        1.0,
+        ge=0,
+        description="at most one activity record per device per this many seconds (0: all); "
+        "keep it below the core's offline grace period",
+    )
     # Kafka (where it is and the topics: the shared [kafka] table)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     linger_ms: int = Field(20, ge=0)

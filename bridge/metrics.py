@@ -19,6 +19,11 @@ class BridgeMetrics:
         self.received = Counter(
             "presence_bridge_messages_received", "MQTT messages received", registry=r
         )
+        self.coalesced = Counter(
+            "presence_bridge_activity_coalesced",
+            "activity messages acknowledged without a record (one was sent within the interval)",
+            registry=r,
+        )
         self.produced = Counter(
             "presence_bridge_records_produced",
             "records Kafka acknowledged (raw events and dead letters)",

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from mqtt_presence.bridge.profiles.activity import ActivityProfile, ActivityProfileSettings
 from mqtt_presence.bridge.profiles.base import Profile
 from mqtt_presence.bridge.profiles.emqx import EmqxProfile, EmqxProfileSettings
 from mqtt_presence.bridge.profiles.homie import HomieProfile, HomieProfileSettings
@@ -33,7 +34,8 @@ ProfileSettings = Annotated[
     | ShellyProfileSettings
     | HomieProfileSettings
     | EmqxProfileSettings
-    | SparkplugProfileSettings,
+    | SparkplugProfileSettings
+    | ActivityProfileSettings,
     Field(discriminator="kind"),
 ]
 
@@ -56,6 +58,8 @@ def build(settings: ProfileSettings) -> Profile:
             return EmqxProfile(settings)
         case SparkplugProfileSettings():
             return SparkplugProfile(settings)
+        case ActivityProfileSettings():
+            return ActivityProfile(settings)
 
 
 def subscriptions(profile: Profile) -> list[str]:

@@ -235,3 +235,27 @@ def test_a_message_no_profile_reads_goes_to_the_dead_letter_topic_and_is_acknowl
     kafka.writes[0].succeed()
     b.turn()
     assert mqtt.acked == [1]  # bad input is kept, and does not stop the flow
+
+
+def test_telemetry_is_one_record_per_interval_and_every_message_is_acknowledged(
+    make_bridge: Make,
+) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    profiles = [{"kind": "json"}, {"kind": "activity", "topic": "tele/{device}/#"}]
+    b = make_bridge(mqtt, kafka, profiles=profiles, coalesce_activity_s=60)
+    for mid in range(1, 11):  # ten telemetry messages within the minute
+        mqtt.inbox.append((MqttMessage("tele/cam-1/SENSOR", b"{}", 1_000 + mid), mid))
+    mqtt.inbox.append((MqttMessage("devices/cam-1/status", b'{"status":"offline"}', 2_000), 11))
+    mqtt.inbox.append((MqttMessage("tele/cam-1/SENSOR", b"{}", 2_001), 12))  # alive after all
+    b.turn()
+    assert [(w.topic, json.loads(w.value)["kind"]) for w in kafka.writes] == [
+        (b.settings.kafka.raw_topic, "activity"),
+        (b.settings.kafka.raw_topic, "will"),
+        (b.settings.kafka.raw_topic, "activity"),
+    ]
+    for write in kafka.writes:
+        write.succeed()
+    b.turn()
+    assert mqtt.acked == list(range(1, 13))  # in arrival order, the coalesced ones included
+    assert b.metrics.coalesced._value.get() == 9
+    assert b.metrics.produced._value.get() == 3

@@ -35,7 +35,7 @@ def translator(kind: str) -> Translator:
 
 def test_every_availability_kind_has_a_sample_file() -> None:
     kinds = {load(f)["kind"] for f in FILES}
-    assert {"zigbee2mqtt", "tasmota", "esphome", "shelly", "homie"} <= kinds
+    assert {"zigbee2mqtt", "tasmota", "esphome", "shelly", "homie", "emqx", "activity"} <= kinds
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
