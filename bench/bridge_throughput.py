@@ -1,6 +1,7 @@
 """Bridge throughput and latency, side by side with the limits of the same machine.
 
     python -m bench.bridge_throughput [--messages 100000] [--latency-rate 1000] [--home DIR]
+                                      [--telemetry-per-status 10]
 
 Starts its own local stack (or uses the one in --home), then measures in one run:
 
@@ -14,6 +15,9 @@ Starts its own local stack (or uses the one in --home), then measures in one run
    for a Python producer with the bridge's settings).
 3. latency: messages published at a steady rate; publish time (in the payload) to the broker's
    append time in Kafka (the raw topic uses LogAppendTime), median and p99.
+4. (d) with `--telemetry-per-status K`: the bridge draining N messages of which K in K + 1 are
+   telemetry (read by an `activity` profile and coalesced to one record per device per second),
+   beside (a): messages/s in, records out.
 
 Prints messages/s, the bridge's ratio to (a) and to (c), its CPU use, and the latencies.
 """
@@ -65,7 +69,22 @@ def persistent_session(info: StackInfo, client_id: str, topic_filter: str) -> No
     c.loop_stop()
 
 
-def publish_burst(info: StackInfo, prefix: str, n: int, devices: int = 10_000) -> float:
+TELEMETRY = b'{"Time":"2024-01-01T00:05:00","ENERGY":{"Power":12,"Voltage":230}}'
+
+
+def publish_burst(
+    info: StackInfo, prefix: str, n: int, devices: int = 10_000, telemetry: int = 0
+) -> float:
+    """N messages; with `telemetry` K, each device's status message is followed by K telemetry
+    messages of the same device on `<prefix>/<device>/SENSOR`."""
+
+    def message(i: int) -> tuple[str, bytes]:
+        status, rest = divmod(i, telemetry + 1)
+        device = f"dev-{status % devices:05d}"
+        if rest == 0:
+            return f"{prefix}/{device}/status", payload(status)
+        return f"{prefix}/{device}/SENSOR", TELEMETRY
+
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=f"pub-{uuid.uuid4().hex[:6]}",
@@ -79,10 +98,7 @@ def publish_burst(info: StackInfo, prefix: str, n: int, devices: int = 10_000) -
         time.sleep(0.01)
     start = time.perf_counter()
     for chunk in range(0, n, 5_000):  # wait per chunk: paho's own queue stays small
-        infos = [
-            c.publish(f"{prefix}/dev-{i % devices:05d}/status", payload(i), qos=1)
-            for i in range(chunk, min(n, chunk + 5_000))
-        ]
+        infos = [c.publish(*message(i), qos=1) for i in range(chunk, min(n, chunk + 5_000))]
         for inf in infos:
             inf.wait_for_publish(timeout=120)
     elapsed = time.perf_counter() - start
@@ -222,6 +238,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument(
+        "--telemetry-per-status", type=int, default=0, help="K: measure (d) with K in K+1"
+    )
     add_common_args(parser)
     args = parser.parse_args()
     n = args.messages
@@ -253,6 +272,24 @@ def main() -> None:
         bridged, cpu, in_kafka = bridge_drain(info, kw, n)
         # (c) kafka-python producer
         producer = kafka_python_rate(info, n)
+        # (d) the bridge with telemetry coalesced
+        k = args.telemetry_per_status
+        if k:
+            tel_kw = {
+                **kw,
+                "client_id": f"tel-{tag}",
+                "raw_topic": f"tel-{tag}",
+                "profiles": [
+                    {"kind": "json", "topic": f"t-{tag}/{{device}}/status"},
+                    {"kind": "activity", "topic": f"t-{tag}/{{device}}/SENSOR"},
+                ],
+            }
+            warm = Bridge(load_bridge_settings({}, **tel_kw))
+            t = warm.start_in_thread()
+            warm.stop()
+            t.join(30)
+            publish_burst(info, f"t-{tag}", n, telemetry=k)
+            with_telemetry, tel_cpu, tel_records = bridge_drain(info, tel_kw, n)
         # latency
         lat_kw = {
             **kw,
@@ -273,6 +310,12 @@ def main() -> None:
         f"records in Kafka: {in_kafka} for {n} messages: lost {max(n - in_kafka, 0)}, "
         f"duplicates {max(in_kafka - n, 0)}"
     )
+    if args.telemetry_per_status:
+        print(
+            f"(d) bridge, {args.telemetry_per_status} telemetry messages per status message: "
+            f"{with_telemetry:,.0f} msg/s in ({with_telemetry / bare:.2f} of (a)), "
+            f"{tel_records:,} records out for {n:,} messages, {tel_cpu:.2f} cores"
+        )
     if lats:
         p50, p99 = p50_p99(lats)
         print(
