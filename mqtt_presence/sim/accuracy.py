@@ -264,10 +264,13 @@ def evaluate(sim: Simulation, config: PresenceConfig) -> ScenarioResult:
 
 def config_for(sim: Simulation, base: PresenceConfig) -> PresenceConfig:
     """What an operator who knows the fleet would set: the keepalive as the token-less will
-    delay, and for devices that send a heartbeat an inactivity timeout of three heartbeats."""
+    delay, and for devices that send a heartbeat an inactivity timeout of three heartbeats, never
+    shorter than the broker's own detection of a dead connection (1.5 x keepalive): a timeout
+    shorter than a reboot would call a device that is merely restarting offline."""
     config = base
     if not config.tokenless_min_will_delay_ms:
         config = msgspec.structs.replace(config, tokenless_min_will_delay_ms=sim.spec.keepalive_ms)
     if sim.spec.heartbeat_ms and config.inactivity_timeout_ms is None:
-        config = msgspec.structs.replace(config, inactivity_timeout_ms=3 * sim.spec.heartbeat_ms)
+        timeout = max(3 * sim.spec.heartbeat_ms, sim.spec.keepalive_ms * 3 // 2)
+        config = msgspec.structs.replace(config, inactivity_timeout_ms=timeout)
     return config

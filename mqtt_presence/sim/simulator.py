@@ -95,6 +95,14 @@ SCENARIOS: dict[str, ScenarioSpec] = {
             takeover_share=0.0,
         ),
         ScenarioSpec(
+            "stale-will-telemetry",
+            "the stale-will fleet, and every device also publishes telemetry every 3 s (an "
+            "`activity` profile): a sign of life that takes a token-less stale will back",
+            reboot_share=0.9,
+            takeover_share=0.0,
+            heartbeat_ms=3_000,
+        ),
+        ScenarioSpec(
             "long-outage",
             "control, no fault: power off longer than the keepalive, so the will comes before "
             "the birth; the naive consumer is right here, the core pays its grace period",

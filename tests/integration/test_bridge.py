@@ -63,7 +63,9 @@ def test_every_profile_end_to_end(stack: StackInfo) -> None:
         pub.publish(f"{tag}/homie/thermo/$state", "lost")
         pub.publish(
             f"{tag}/emqx/brokers/n1/clients/gw/connected",
-            json.dumps({"clientid": "gw", "connected_at": 1000, "ts": 1001}),
+            json.dumps(
+                {"clientid": "gw", "connected_at": 1_700_000_000_000, "ts": 1_700_000_000_001}
+            ),
         )
         pub.publish(f"{tag}/spBv1.0/plant/NDEATH/edge", encode_payload(7, 2000))
         pub.close()
@@ -77,7 +79,7 @@ def test_every_profile_end_to_end(stack: StackInfo) -> None:
     assert (got["homie"].device, got["homie"].kind) == ("thermo", EventKind.WILL)
     assert (got["emqx"].kind, got["emqx"].session, got["emqx"].session_order) == (
         EventKind.CONNECTED,
-        1000,
+        1_700_000_000_000,
         SessionOrder.TIMESTAMP,
     )
     assert (got["sparkplug"].device, got["sparkplug"].session) == ("plant/edge", 7)
