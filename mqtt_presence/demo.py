@@ -78,7 +78,6 @@ def run_demo(
     stack: LocalStack, console: Console, duration: float, devices: int, keep_stack: bool
 ) -> None:
     was_up = stack.running()
-    info = stack.up(progress=console.log)
     tag = uuid.uuid4().hex[:6]
     topics = {name: f"demo-{tag}.{name}" for name in ("raw", "status", "dlq", "ticks")}
     home = Path(tempfile.mkdtemp(prefix="presence-demo-"))
@@ -87,11 +86,13 @@ def run_demo(
     thread: threading.Thread | None = None
     fleet: LiveFleet | None = None
     try:
+        info = stack.up(progress=console.log)  # inside: stopped again if interrupted meanwhile
         console.log("starting a streams worker")
-        try:
+        try:  # kept before it is ready: an interrupt while it starts must stop it too
             worker = WorkerProcess.start(
                 info.kafka_bootstrap, home, topics, f"demo-{tag}", grace_ms=GRACE_MS
-            ).wait_ready()
+            )
+            worker.wait_ready()
         except WorkerStartError as exc:
             raise DemoError(str(exc)) from exc
         port = worker.port

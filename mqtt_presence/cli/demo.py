@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -21,4 +22,8 @@ def demo_command(
     from mqtt_presence.demo import run_demo  # noqa: PLC0415 - paho, kafka-python, Faust's worker
 
     setup_logging(verbose=False)
+    # Closing the terminal (SIGHUP) or `kill` (SIGTERM) stop the demo as Ctrl-C does: everything
+    # it started is stopped, the local Kafka and Mosquitto included.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     run_demo(LocalStack(home), out, duration, devices, keep_stack)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -190,6 +193,19 @@ def start(home: Path, classpath: list[Path], config: Path) -> subprocess.Popen[b
     )
 
 
+@contextmanager
+def kafka_clients_quiet() -> Iterator[None]:
+    """kafka-python's own lines at DEBUG while a readiness probe waits for a booting broker:
+    a healthy start prints no ERROR or WARNING; a broker that never comes says so in the end."""
+    logger = logging.getLogger("kafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def wait_ready(bootstrap: str, alive: Callable[[], bool], log: Path, timeout: float = 90.0) -> None:
     """Wait until a real client call (describe the cluster) succeeds, or the process dies, or
     time runs out."""
@@ -202,12 +218,15 @@ def wait_ready(bootstrap: str, alive: Callable[[], bool], log: Path, timeout: fl
                 f"Kafka exited during start-up; last lines of {log}:\n{tail(log)}"
             )
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-            try:
-                admin.describe_cluster()
-                return
-            finally:
-                admin.close()
+            host, port = bootstrap.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=1).close()  # listening yet?
+            with kafka_clients_quiet():  # a broker still booting is expected, not an error
+                admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+                try:
+                    admin.describe_cluster()
+                    return
+                finally:
+                    admin.close()
         except (KafkaError, OSError) as exc:  # the broker is not ready yet
             last_error = exc
             time.sleep(0.3)
