@@ -1,16 +1,67 @@
-"""`presence bench accuracy`: simulated fleets through the core and a naive baseline."""
+"""`presence bench accuracy`: simulated fleets through the core and a naive baseline.
+
+Rich tables for people; `--json` for machines (one document: the version, the machine, the
+settings and every figure as a number); `--save DIR` keeps a timestamped copy, `--compare FILE`
+says what changed against an earlier one.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.table import Table
 
+import mqtt_presence
 from mqtt_presence.cli.common import ConfigOption, bench_app, console, fail, out
 from mqtt_presence.settings import load_file, presence_config
-from mqtt_presence.sim.accuracy import config_for, evaluate
+from mqtt_presence.sim.accuracy import Figures, ScenarioResult, config_for, evaluate
 from mqtt_presence.sim.simulator import SCENARIOS, simulate
+
+
+class Machine(msgspec.Struct, frozen=True, kw_only=True):
+    cores: int
+    memory_gib: float
+    python: str
+    platform: str
+
+
+class ScenarioFigures(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str
+    events: int
+    simulated_minutes: int
+    figures: dict[str, Figures]  # column ("core, tokens", "naive, no tokens", ...) -> figures
+
+
+class AccuracyReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What `presence bench accuracy --json` prints (its JSON Schema: `--json-schema`)."""
+
+    schema_version: int = 1
+    command: str = "presence bench accuracy"
+    version: str
+    measured_at: str  # UTC, ISO 8601
+    machine: Machine
+    devices: int
+    seed: int
+    config: dict[str, Any]  # the core's settings the scenarios ran with (before config_for)
+    scenarios: list[ScenarioFigures]
+
+
+def machine() -> Machine:
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return Machine(
+        cores=os.cpu_count() or 1,
+        memory_gib=round(pages / 2**30, 1),
+        python=platform.python_version(),
+        platform=platform.platform(),
+    )
 
 
 @bench_app.command("accuracy")
@@ -21,27 +72,110 @@ def bench_accuracy(
     devices: Annotated[int, typer.Option(min=1, help="Simulated devices per scenario.")] = 1_000,
     seed: Annotated[int, typer.Option(help="Simulator seed (same seed, same fleet).")] = 1,
     config: ConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+    ] = False,
+    save: Annotated[
+        Path | None, typer.Option(help="Also write the JSON document into this folder.")
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="An earlier --json result: say what changed."
+        ),
+    ] = None,
+    json_schema: Annotated[
+        bool, typer.Option("--json-schema", help="Print the JSON Schema of --json and stop.")
+    ] = False,
 ) -> None:
     """Simulated fleets through the core and through a naive baseline, against ground truth."""
+    if json_schema:
+        sys.stdout.write(msgspec.json.encode(msgspec.json.schema(AccuracyReport)).decode() + "\n")
+        return
     names = scenario or list(SCENARIOS)
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         raise fail(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     base = presence_config(load_file(config), str(config))
+    results = []
     for name in names:
         with console.status(f"simulating {name} ({devices} devices, seed {seed})…"):
             sim = simulate(SCENARIOS[name], devices, seed)
             result = evaluate(sim, config_for(sim, base))
-        table = Table(
-            title=f"{name}: {result.description}",
-            title_justify="left",
-            caption=f"{result.events} raw events, {devices} devices, seed {seed}, "
-            f"{sim.duration_ms // 60_000} simulated minutes",
-            caption_justify="left",
+        minutes = sim.duration_ms // 60_000
+        results.append(
+            ScenarioFigures(
+                name=name,
+                description=result.description,
+                events=result.events,
+                simulated_minutes=minutes,
+                figures=result.figures,
+            )
         )
-        table.add_column("metric")
-        for column in result.columns:
-            table.add_column(column, justify="right")
-        for metric in next(iter(result.columns.values())):
-            table.add_row(metric, *(col[metric] for col in result.columns.values()))
-        out.print(table)
+        if not as_json:
+            out.print(table_of(name, result, devices, seed, minutes))
+    report = AccuracyReport(
+        version=mqtt_presence.__version__,
+        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine=machine(),
+        devices=devices,
+        seed=seed,
+        config=msgspec.to_builtins(base),
+        scenarios=results,
+    )
+    document = msgspec.json.format(msgspec.json.encode(report))
+    if as_json:
+        sys.stdout.write(document.decode() + "\n")
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        stamp = report.measured_at.replace(":", "").replace("+0000", "Z")
+        path = save / f"accuracy-{stamp}.json"
+        path.write_bytes(document + b"\n")
+        console.print(f"saved {path}")
+    if compare is not None:
+        earlier = msgspec.json.decode(compare.read_bytes(), type=AccuracyReport)
+        for line in differences(earlier, report):
+            console.print(line, highlight=False)
+
+
+def table_of(name: str, result: ScenarioResult, devices: int, seed: int, minutes: int) -> Table:
+    table = Table(
+        title=f"{name}: {result.description}",
+        title_justify="left",
+        caption=f"{result.events} raw events, {devices} devices, seed {seed}, "
+        f"{minutes} simulated minutes",
+        caption_justify="left",
+    )
+    table.add_column("metric")
+    for column in result.columns:
+        table.add_column(column, justify="right")
+    for metric in next(iter(result.columns.values())):
+        table.add_row(metric, *(col[metric] for col in result.columns.values()))
+    return table
+
+
+def differences(earlier: AccuracyReport, now: AccuracyReport) -> list[str]:
+    """One line per figure that changed (scenario, column, figure: before -> now)."""
+    lines = []
+    if (earlier.devices, earlier.seed) != (now.devices, now.seed):
+        lines.append(
+            f"note: {earlier.devices} devices, seed {earlier.seed} then; "
+            f"{now.devices}, seed {now.seed} now"
+        )
+    before = {s.name: s for s in earlier.scenarios}
+    for scenario in now.scenarios:
+        old = before.get(scenario.name)
+        if old is None:
+            lines.append(f"{scenario.name}: new scenario")
+            continue
+        for column, figures in scenario.figures.items():
+            was = msgspec.to_builtins(old.figures.get(column))
+            is_ = msgspec.to_builtins(figures)
+            for field, value in is_.items():
+                if was is None or was.get(field) != value:
+                    then = None if was is None else was.get(field)
+                    lines.append(f"{scenario.name} / {column} / {field}: {then} -> {value}")
+    return lines or ["no figure changed"]
+
+
+__all__ = ["AccuracyReport", "bench_accuracy"]

@@ -92,6 +92,53 @@ class Score:
             "device-time with wrong status": f"{100 * self.wrong_ms / max(self.total_ms, 1):.3f} %",
         }
 
+    def figures(self) -> Figures:
+        """The same as `row`, as numbers (seconds, shares), for machines."""
+        after = sorted(self.after_flapping)
+        sig, lat = sorted(self.latencies_after_signal), sorted(self.latencies)
+        return Figures(
+            devices=self.devices,
+            stale_will_false_offlines=self.false_offlines,
+            missed_offlines=self.missed_offlines,
+            detectable_offlines=self.detectable_offlines,
+            offlines_without_signal=self.undetectable_offlines,
+            duplicate_emissions=self.duplicate_emissions,
+            changes_per_true_transition=_share(self.changes, self.true_transitions),
+            changes_per_flapping_episode=_share(self.flapping_changes, self.flapping_episodes),
+            wrong_after_flapper_stabilises_s=_p50_p99_s(after),
+            offline_latency_after_signal_s=_p50_p99_s(sig),
+            offline_latency_after_disconnect_s=_p50_p99_s(lat),
+            wrong_status_share=self.wrong_ms / max(self.total_ms, 1),
+        )
+
+
+class Figures(msgspec.Struct, frozen=True, kw_only=True):
+    """One column of a scenario's result in numbers (`presence bench accuracy --json`)."""
+
+    devices: int
+    stale_will_false_offlines: int
+    missed_offlines: int
+    detectable_offlines: int
+    offlines_without_signal: int
+    duplicate_emissions: int
+    changes_per_true_transition: float | None
+    changes_per_flapping_episode: float | None
+    wrong_after_flapper_stabilises_s: tuple[float, float] | None  # p50, p99
+    offline_latency_after_signal_s: tuple[float, float] | None
+    offline_latency_after_disconnect_s: tuple[float, float] | None
+    wrong_status_share: float  # of device-time
+
+
+def _share(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def _p50_p99_s(values: list[int]) -> tuple[float, float] | None:
+    if not values:
+        return None
+    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+    return statistics.median(values) / 1000, p99 / 1000
+
 
 def _ratio(a: int, b: int) -> str:
     return f"{a / b:.2f}" if b else "-"
@@ -248,18 +295,25 @@ class ScenarioResult:
     description: str
     events: int
     columns: dict[str, dict[str, str]]  # column title -> metric -> value
+    figures: dict[str, Figures]  # column title -> the same in numbers
 
 
 def evaluate(sim: Simulation, config: PresenceConfig) -> ScenarioResult:
     """The core and the naive baseline on one simulation, for devices with and without tokens."""
     core, naive = run_core(sim, config), run_naive(sim)
-    columns = {
-        "core, tokens": score(sim, core, config, True).row(),
-        "naive, tokens": score(sim, naive, config, True).row(),
-        "core, no tokens": score(sim, core, config, False).row(),
-        "naive, no tokens": score(sim, naive, config, False).row(),
+    scores = {
+        "core, tokens": score(sim, core, config, True),
+        "naive, tokens": score(sim, naive, config, True),
+        "core, no tokens": score(sim, core, config, False),
+        "naive, no tokens": score(sim, naive, config, False),
     }
-    return ScenarioResult(sim.spec.name, sim.spec.description, len(sim.events), columns)
+    return ScenarioResult(
+        sim.spec.name,
+        sim.spec.description,
+        len(sim.events),
+        {title: s.row() for title, s in scores.items()},
+        {title: s.figures() for title, s in scores.items()},
+    )
 
 
 def config_for(sim: Simulation, base: PresenceConfig) -> PresenceConfig:
