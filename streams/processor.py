@@ -125,8 +125,7 @@ class Processor:
         try:
             if message.topic == self.ticks_topic:
                 now = decode_tick(event.value or b"")["now"]
-                for key in self.deadlines.pop_due(message.partition, now):
-                    await self.apply(key, Tick(now), message.partition, reindex=True)
+                await self.fire(message.partition, now)
                 self.metrics.ticks.inc()
                 self.metrics.pending_deadlines.set(len(self.deadlines))
                 return
@@ -148,6 +147,18 @@ class Processor:
         except Exception as exc:  # one bad record must not stop the agent
             log.exception("processing failed")
             await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    async def fire(self, partition: int, now: int) -> None:
+        """The devices of `partition` due at `now`, each through the core. One that fails puts
+        the ones not yet done back, due now: the next tick fires them, none is forgotten."""
+        due = self.deadlines.pop_due(partition, now)
+        for done, key in enumerate(due):
+            try:
+                await self.apply(key, Tick(now), partition, reindex=True)
+            except BaseException:
+                for left in due[done:]:
+                    self.deadlines.update(partition, left, now)
+                raise
 
     async def apply(self, key: bytes, inp: Input, partition: int, *, reindex: bool = False) -> None:
         """One input through the core. `reindex`: the device was taken out of the deadline

@@ -169,3 +169,25 @@ def test_a_record_kafka_refused_stops_the_agent_instead_of_a_dead_letter() -> No
     with pytest.raises(DeliveryError):
         rig.raw("cam-1", "birth", NOW)
     assert rig.letters == []
+
+
+def test_a_device_that_fails_on_a_tick_leaves_none_of_the_due_ones_forgotten() -> None:
+    rig = Rig()
+    for device in ("a", "b"):
+        rig.raw(device, "birth", NOW)
+        rig.raw(device, "will", NOW + 1_000)
+    put_state = rig.written.put_state
+    failing = {"once": True}
+
+    async def fails_once(key: bytes, value: bytes, partition: int) -> None:
+        if failing.pop("once", False):
+            raise RuntimeError("the store is full")
+        await put_state(key, value, partition)
+
+    rig.written.put_state = fails_once  # type: ignore[method-assign]
+    rig.tick(NOW + 6_000)
+    assert [letter["reason"] for _, letter in rig.letters] == ["processing_error"]
+    assert len(rig.processor.deadlines) == 2  # both still due
+    rig.tick(NOW + 7_000)
+    assert (rig.status("a"), rig.status("b")) == (Status.OFFLINE, Status.OFFLINE)
+    assert len(rig.processor.deadlines) == 0
