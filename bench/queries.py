@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 from kafka import KafkaProducer
 
-from bench.common import bench_stack, p50_p99
+from bench.common import bench_stack, events_rate, p50_p99, worker_events
 from mqtt_presence.core import (
     ConnectionEvent,
     EventKind,
@@ -105,17 +105,6 @@ def timed_gets(port: int, paths: list[str]) -> list[float]:
     return took
 
 
-def metric(port: int, name: str) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
 def agent_rate(
     info: StackInfo,
     worker: WorkerProcess,
@@ -124,7 +113,7 @@ def agent_rate(
     session: int,
     poll: bool,
 ) -> float:
-    before = metric(worker.port, "presence_worker_events_total")
+    before = worker_events(worker.port)
     stop = threading.Event()
     polls: list[float] = []
 
@@ -138,22 +127,13 @@ def agent_rate(
     if poll:
         thread.start()
     fill_raw(info, raw, args.devices, args.events, session)
-    first_at = first = 0.0
-    deadline = time.monotonic() + 600
-    done = before
-    while time.monotonic() < deadline:
-        done = metric(worker.port, "presence_worker_events_total")
-        if done > before and not first_at:
-            first_at, first = time.perf_counter(), done
-        if done - before >= args.events:
-            break
-        time.sleep(0.2)
+    rate, _ = events_rate([worker.port], args.events, before)
     stop.set()
-    if poll and polls:
+    if poll:
         thread.join()
         p50, p99 = p50_p99(polls)
         print(f"  while polling: {len(polls)} queries, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    return (done - first) / (time.perf_counter() - first_at)
+    return rate
 
 
 def main() -> None:

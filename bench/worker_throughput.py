@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaProducer
 
-from bench.common import add_common_args, bench_stack, p50_p99
+from bench.common import add_common_args, bench_stack, events_rate, p50_p99
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
 from mqtt_presence.local_bridge import local_bridge_settings
@@ -104,17 +103,6 @@ def faust_floor(info: StackInfo, topic: str, n: int, *, table_writes: bool) -> f
     return float(out.rsplit("events/s ", 1)[1].split()[0])
 
 
-def events_done(port: int) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith("presence_worker_events_total "):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return 0.0
-
-
 def worker_rate(info: StackInfo, home: Path, topics: dict[str, str], n: int, workers: int) -> float:
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     procs = [
@@ -124,20 +112,10 @@ def worker_rate(info: StackInfo, home: Path, topics: dict[str, str], n: int, wor
         for _ in range(workers)
     ]
     try:
-        first_at, deadline = 0.0, time.monotonic() + 600
-        done = first_done = 0.0
-        while time.monotonic() < deadline:
-            done = sum(events_done(w.port) for w in procs)
-            if done and not first_at:
-                first_at, first_done = time.perf_counter(), done
-            if done >= n:
-                break
-            time.sleep(0.2)
-        if not first_at:
-            raise SystemExit(f"{workers} worker(s) processed no event in 600 s: see {home}")
+        rate, done = events_rate([w.port for w in procs], n)
         if done < n:
             print(f"  ({workers} worker(s) processed {done:.0f} of {n} events before the deadline)")
-        return (done - first_done) / (time.perf_counter() - first_at)
+        return rate
     finally:
         for w in procs:
             w.stop()

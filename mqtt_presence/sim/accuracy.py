@@ -141,14 +141,13 @@ def _p50_p99_s(values: list[int]) -> tuple[float, float] | None:
 
 
 def _ratio(a: int, b: int) -> str:
-    return f"{a / b:.2f}" if b else "-"
+    share = _share(a, b)
+    return "-" if share is None else f"{share:.2f}"
 
 
 def _percentiles(values: list[int]) -> str:
-    if not values:
-        return "-"
-    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-    return f"{statistics.median(values) / 1000:.1f} / {p99 / 1000:.1f} s"
+    p50_p99 = _p50_p99_s(values)
+    return "-" if p50_p99 is None else f"{p50_p99[0]:.1f} / {p50_p99[1]:.1f} s"
 
 
 def score(

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -26,7 +25,7 @@ from kafka.errors import KafkaError
 
 from mqtt_presence.stack.errors import BrokerStartError, StackError, ToolMissingError
 from mqtt_presence.stack.logs import tail
-from mqtt_presence.stack.ports import HOST
+from mqtt_presence.stack.ports import HOST, is_listening
 from mqtt_presence.stack.processes import spawn
 
 KAFKA_VERSION_PROPERTY = "kafka.version"
@@ -218,8 +217,8 @@ def wait_ready(bootstrap: str, alive: Callable[[], bool], log: Path, timeout: fl
                 f"Kafka exited during start-up; last lines of {log}:\n{tail(log)}"
             )
         try:
-            host, port = bootstrap.rsplit(":", 1)
-            socket.create_connection((host, int(port)), timeout=1).close()  # listening yet?
+            if not is_listening(int(bootstrap.rsplit(":", 1)[1]), timeout=1):
+                raise OSError(f"nothing listens at {bootstrap} yet")
             with kafka_clients_quiet():  # a broker still booting is expected, not an error
                 admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
                 try:
