@@ -165,7 +165,7 @@ def main() -> None:
             app_id,
             partitions=PARTITIONS,
             store="rocksdb",
-            grace_ms=GRACE_MS,
+            presence={"offline_grace_ms": GRACE_MS},
             tick_interval_s=1.0,
         ).wait_ready(timeout=1800)
         print(f"worker recovered {args.devices:,} devices in {time.monotonic() - started:.0f} s")

@@ -39,12 +39,13 @@ class WorkerProcess:
         *,
         partitions: int = 8,
         store: str = "memory",
-        grace_ms: int | None = None,
+        presence: dict[str, Any] | None = None,
         tick_interval_s: float = 0.5,
         session_timeout_s: float | None = None,
         data_dir: Path | None = None,
     ) -> WorkerProcess:
-        """Start a worker on `topics` (raw, status, dlq, ticks); see `wait_ready`."""
+        """Start a worker on `topics` (raw, status, dlq, ticks), with `presence` as its [presence]
+        table (the core's settings); see `wait_ready`."""
         port = free_port()
         worker = {
             "app_id": app_id,
@@ -61,8 +62,8 @@ class WorkerProcess:
         if session_timeout_s is not None:
             worker["session_timeout_s"] = session_timeout_s
         tables: dict[str, dict[str, Any]] = {"worker": worker}
-        if grace_ms is not None:
-            tables["presence"] = {"offline_grace_ms": grace_ms}
+        if presence:
+            tables["presence"] = dict(presence)
         config = home / f"worker-{port}.toml"
         config.write_text(render_config(tables))
         log = home / f"worker-{port}.log"

@@ -61,7 +61,7 @@ def replay(
     report = report if report is not None else ReplayReport()
     explained: list[bytes] = []
 
-    def trace(inp: Input, notes: list[str], changes: list[StatusChange]) -> None:
+    def trace(_device: str, inp: Input, notes: list[str], changes: list[StatusChange]) -> None:
         if isinstance(inp, Tick):
             if not notes and not changes:
                 return

@@ -16,13 +16,14 @@ from mqtt_presence.core.machine import Notes, next_deadline, step
 from mqtt_presence.core.schedule import Schedule
 from mqtt_presence.core.state import DeviceState
 
-Trace = Callable[[Input, list[str], list[StatusChange]], None]
+Trace = Callable[[str, Input, list[str], list[StatusChange]], None]  # device, input, reasons, out
 
 
 class Devices:
     """The states of many devices, advanced together. `tick_ms` rounds deadline ticks up to a
-    timer period (what a worker's timer does); 0 ticks at each deadline itself. `trace`, with
-    `traced` (a device id), hears every input of that device with the machine's reasons."""
+    timer period (what a worker's timer does); 0 ticks at each deadline itself. `trace` hears
+    every input with the machine's reasons: of the device `traced`, or of every device when
+    `traced` is None (what the demo's decision feed reads)."""
 
     def __init__(
         self,
@@ -78,10 +79,11 @@ class Devices:
         return sorted(pending, key=lambda item: (item[1], item[0]))
 
     def _apply(self, device: str, inp: Input) -> list[StatusChange]:
-        notes: Notes = [] if self.trace is not None and device == self.traced else None
+        traced = self.trace is not None and self.traced in (None, device)
+        notes: Notes = [] if traced else None
         state, changes, _ = step(self.states.get(device), inp, self.config, notes)
         if self.trace is not None and notes is not None:
-            self.trace(inp, notes, changes)
+            self.trace(device, inp, notes, changes)
         if state is not None:
             self.states[device] = state
             self._schedule.set(device, next_deadline(state, self.config))

@@ -28,7 +28,7 @@ class Fate(StrEnum):
     LONG_OUTAGE = "long_outage"  # off longer than the keepalive, then back
     DIES = "dies"  # gone for good: its will must take it offline
     FLAPPER = "flapper"  # connects and drops every second for a while
-    DUPLICATES = "duplicates"  # publishes the same birth again
+    DUPLICATES = "duplicates"  # publishes the very same birth again (a QoS 1 repeat)
 
 
 FATES = [
@@ -141,7 +141,7 @@ class LiveFleet:
                     return
         elif dev.fate is Fate.DUPLICATES:
             for _ in range(3):
-                client.birth()
+                client.birth(again=True)  # the same message again, as QoS 1 redelivers it
         # the reconnect storm: everyone who is up drops and comes back within a few seconds
         wait = storm_at - (time.monotonic() - start)
         if wait > 0 and self._sleep(wait) and dev.online:

@@ -52,6 +52,7 @@ class MqttDevice:
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or device_id, protocol=mqtt.MQTTv5
         )
         self.client.will_set(self.topic, status_payload("offline", session), qos=1)
+        self._birth: bytes | None = None
 
     def connect(self) -> MqttDevice:
         self.client.connect(
@@ -60,10 +61,12 @@ class MqttDevice:
         self.client.loop_start()
         return self
 
-    def birth(self, retain: bool = False) -> None:
-        info = self.client.publish(
-            self.topic, status_payload("online", self.session), qos=1, retain=retain
-        )
+    def birth(self, retain: bool = False, *, again: bool = False) -> None:
+        """Publish the birth; `again` publishes the last one's very bytes once more, as a QoS 1
+        sender does when it did not see the PUBACK (same payload, same device time)."""
+        if not again or self._birth is None:
+            self._birth = status_payload("online", self.session)
+        info = self.client.publish(self.topic, self._birth, qos=1, retain=retain)
         info.wait_for_publish(timeout=10)
 
     def leave(self) -> None:

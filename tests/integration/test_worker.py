@@ -126,7 +126,7 @@ class Workers:
             self.app_id,
             partitions=self.partitions,
             store=self.store,
-            grace_ms=self.grace_ms,
+            presence={"offline_grace_ms": self.grace_ms},
             session_timeout_s=6.0,
         ).wait_ready()
         self.procs[worker.port] = worker
