@@ -37,7 +37,7 @@ from kafka.admin import NewTopic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.common import add_common_args, bench_stack, p50_p99
+from bench.common import Figures, add_common_args, bench_stack, p50_p99, run_bench
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.config import load_bridge_settings
 from mqtt_presence.kafka_topics import read_from_beginning
@@ -233,16 +233,7 @@ def latency(
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument(
-        "--telemetry-per-status", type=int, default=0, help="K: measure (d) with K in K+1"
-    )
-    add_common_args(parser)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     n = args.messages
     with bench_stack(args.home) as (info, _home):
         tag = uuid.uuid4().hex[:6]
@@ -298,6 +289,15 @@ def main() -> None:
             "profiles": [{"kind": "json", "topic": f"l-{tag}/{{device}}/status"}],
         }
         lats = latency(info, lat_kw, f"l-{tag}", args.latency_rate, args.latency_seconds)
+    figures.add("publisher_into_mosquitto", pub_rate, "messages/s")
+    figures.add("bare_subscriber", bare, "messages/s")
+    figures.add("bridge", bridged, "messages/s")
+    figures.add("kafka_python_producer", producer, "messages/s")
+    figures.add("bridge_over_bare_subscriber", bridged / bare, "ratio", ">= 0.5")
+    figures.add("bridge_over_producer", bridged / producer, "ratio")
+    figures.add("bridge_cpu", cpu, "cores")
+    figures.add("lost", max(n - in_kafka, 0), "messages", "== 0")
+    figures.add("duplicates", max(in_kafka - n, 0), "messages")
     print(f"{'what':58} {'msg/s':>10}")
     print(f"{'publisher into Mosquitto (QoS 1, for reference)':58} {pub_rate:>10,.0f}")
     print(f"{'(a) bare paho subscriber, QoS 1, manual acks':58} {bare:>10,.0f}")
@@ -311,6 +311,10 @@ def main() -> None:
         f"duplicates {max(in_kafka - n, 0)}"
     )
     if args.telemetry_per_status:
+        figures.add("telemetry.messages_in", with_telemetry, "messages/s")
+        figures.add("telemetry.over_bare_subscriber", with_telemetry / bare, "ratio")
+        figures.add("telemetry.records_out", tel_records, "records")
+        figures.add("telemetry.cpu", tel_cpu, "cores")
         print(
             f"(d) bridge, {args.telemetry_per_status} telemetry messages per status message: "
             f"{with_telemetry:,.0f} msg/s in ({with_telemetry / bare:.2f} of (a)), "
@@ -318,10 +322,25 @@ def main() -> None:
         )
     if lats:
         p50, p99 = p50_p99(lats)
+        figures.add("latency.p50", p50, "ms")
+        figures.add("latency.p99", p99, "ms")
         print(
             f"latency publish -> Kafka append at {args.latency_rate} msg/s "
             f"({len(lats)} messages): median {p50:.0f} ms, p99 {p99:.0f} ms"
         )
+    return {"kafka": info.kafka_version, "mosquitto": info.mosquitto_version}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument(
+        "--telemetry-per-status", type=int, default=0, help="K: measure (d) with K in K+1"
+    )
+    add_common_args(parser)
+    run_bench("bridge_throughput", parser, measure)
 
 
 if __name__ == "__main__":

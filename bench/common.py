@@ -1,19 +1,93 @@
-"""What the benchmark scripts share: a local stack of their own, a worker's event counter, and
-percentiles."""
+"""What the benchmark scripts share: the command line with `--json`, `--save` and `--compare`
+(`run_bench`), a local stack of their own, a worker's event counter, and percentiles."""
 
 from __future__ import annotations
 
 import argparse
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
+from typing import Any
 
+import msgspec
+
+from mqtt_presence import bench_report
+from mqtt_presence.bench_report import BenchReport, Figure
 from mqtt_presence.stack import LocalStack, StackInfo
+
+
+class Figures:
+    """The figures a benchmark measured, by stable name, for `--json`."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Figure] = {}
+
+    def add(self, name: str, value: float, unit: str, target: str | None = None) -> float:
+        self.items[name] = Figure(value=round(float(value), 4), unit=unit, target=target)
+        return value
+
+
+Body = Callable[[argparse.Namespace, Figures], dict[str, str]]  # -> broker versions
+
+
+def run_bench(module: str, parser: argparse.ArgumentParser, body: Body) -> None:
+    """Parse the options, run `body`, and print, keep or compare its figures as asked.
+
+    With `--json` the usual lines go to stderr and stdout carries one JSON document only."""
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document (lines go to stderr)"
+    )
+    parser.add_argument("--save", type=Path, metavar="DIR", help="keep the JSON document here")
+    parser.add_argument(
+        "--compare", type=Path, metavar="FILE", help="an earlier --json result: say what changed"
+    )
+    parser.add_argument(
+        "--json-schema", action="store_true", help="print the JSON Schema of --json and stop"
+    )
+    args = parser.parse_args()
+    if args.json_schema:
+        sys.stdout.write(msgspec.json.encode(msgspec.json.schema(BenchReport)).decode() + "\n")
+        return
+    earlier = None
+    if args.compare is not None:
+        try:
+            earlier = msgspec.json.decode(args.compare.read_bytes(), type=BenchReport)
+        except (OSError, msgspec.DecodeError) as exc:
+            parser.error(f"--compare {args.compare}: not an earlier --json result ({exc})")
+    figures = Figures()
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():
+        brokers = body(args, figures)
+    own = {"json", "save", "compare", "json_schema"}
+    report = BenchReport(
+        command=f"python -m bench.{module}",
+        measured_at=bench_report.now_utc(),
+        versions=bench_report.versions(**brokers),
+        machine=bench_report.machine(),
+        settings={k: _plain(v) for k, v in vars(args).items() if k not in own},
+        figures=figures.items,
+    )
+    document = msgspec.json.format(msgspec.json.encode(report))
+    if args.json:
+        sys.stdout.write(document.decode() + "\n")
+    if args.save is not None:
+        path = bench_report.save(document, args.save, module, report.measured_at)
+        print(f"saved {path}", file=sys.stderr)
+    if earlier is not None:
+        before = {k: f.value for k, f in earlier.figures.items()}
+        now = {k: f.value for k, f in report.figures.items()}
+        print(f"against {args.compare} ({earlier.measured_at}):", file=sys.stderr)
+        for line in bench_report.changes(before, now):
+            print(f"  {line}", file=sys.stderr)
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ import gc
 import time
 import tracemalloc
 
+from bench.common import Figures, run_bench
 from mqtt_presence.core import ConnectionEvent, EventKind, PresenceConfig, SessionOrder, transition
 from mqtt_presence.core.devices import Devices
 from mqtt_presence.sim.simulator import SCENARIOS, simulate
@@ -80,14 +81,7 @@ def bytes_per_device(n: int, config: PresenceConfig) -> float:
     return used / n
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--devices", type=int, default=20_000, help="simulated fleet size")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--memory-sizes", default="100000,1000000")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     config = PresenceConfig()
     print(f"core speed, one core, {args.devices} simulated devices per scenario")
     print(
@@ -98,14 +92,29 @@ def main() -> None:
         sim = simulate(SCENARIOS[name], args.devices, args.seed)
         best_t = max(rate_transition(sim.events, config) for _ in range(3))
         best_f = max(rate_fleet(sim.events, config, sim.duration_ms) for _ in range(3))
+        figures.add(f"transition.{name}", best_t, "events/s", f">= {TARGET_RATE}")
+        figures.add(f"fleet.{name}", best_f, "events/s", f">= {TARGET_RATE}")
         print(
             f"{name:18} {len(sim.events):>9} {best_t:>16,.0f} {best_t / TARGET_RATE:>9.2f} "
             f"{best_f:>12,.0f} {best_f / TARGET_RATE:>9.2f}"
         )
     print("\nmemory per tracked device (state + key + dict slot, tracemalloc)")
     for n in (int(x) for x in args.memory_sizes.split(",")):
-        per = bytes_per_device(n, config)
+        per = figures.add(
+            f"bytes_per_device.{n}", bytes_per_device(n, config), "bytes", f"<= {TARGET_BYTES}"
+        )
         print(f"{n:>9} devices: {per:7.0f} bytes/device   x target {per / TARGET_BYTES:.2f}")
+    return {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=20_000, help="simulated fleet size")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--memory-sizes", default="100000,1000000")
+    run_bench("core_speed", parser, measure)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.common import Figures, run_bench
 from mqtt_presence.stack import mosquitto
 from mqtt_presence.stack.ports import HOST, free_port
 from mqtt_presence.stack.processes import stop_pid
@@ -120,18 +121,10 @@ def drain(port: int) -> set[bytes]:
     return got
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--messages", type=int, default=2_000, help="births per run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per setting (median shown)")
-    parser.add_argument(
-        "--only", nargs="*", choices=sorted(SETTINGS), help="settings to run (default: all)"
-    )
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     binary = mosquitto.ensure_installed(print)
-    print(f"Mosquitto {mosquitto.version(binary)}; {args.messages} QoS 1 births, {args.runs} runs")
+    version = mosquitto.version(binary)
+    print(f"Mosquitto {version}; {args.messages} QoS 1 births, {args.runs} runs")
     results: dict[str, tuple[float, float, float]] = {}
     for name, (interval, on_changes) in SETTINGS.items():
         if args.only and name not in args.only:
@@ -142,6 +135,11 @@ def main() -> None:
         rate = statistics.median(r[2] for r in runs)
         results[name] = (acked, lost, rate)
         worst = max(r[0] - r[1] for r in runs)
+        key = name.split(" (")[0].replace(" ", "_")
+        figures.add(f"{key}.acknowledged", acked, "messages")
+        figures.add(f"{key}.lost_at_sigkill", lost, "messages")
+        figures.add(f"{key}.lost_at_sigkill_worst", worst, "messages")
+        figures.add(f"{key}.publish_rate", rate, "messages/s")
         print(
             f"{name:20} acknowledged {acked:6.0f}  lost at SIGKILL {lost:6.0f} (worst {worst})"
             f"  publish rate {rate:8.0f} msg/s"
@@ -149,7 +147,22 @@ def main() -> None:
     base = results.get("every 1 s (before)", next(iter(results.values())))[2]
     print("publish rate relative to autosave every 1 s (or the first setting), same run:")
     for name, (_, _, rate) in results.items():
+        key = name.split(" (")[0].replace(" ", "_")
+        figures.add(f"{key}.publish_rate_relative", rate / base, "ratio")
         print(f"  {name:20} {rate / base:5.2f}")
+    return {"mosquitto": version}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=2_000, help="births per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per setting (median shown)")
+    parser.add_argument(
+        "--only", nargs="*", choices=sorted(SETTINGS), help="settings to run (default: all)"
+    )
+    run_bench("mosquitto_persistence", parser, measure)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 from kafka import KafkaProducer
 
-from bench.common import bench_stack, events_rate, p50_p99, worker_events
+from bench.common import Figures, bench_stack, events_rate, p50_p99, run_bench, worker_events
 from mqtt_presence.core import (
     ConnectionEvent,
     EventKind,
@@ -136,15 +136,7 @@ def agent_rate(
     return rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--devices", type=int, default=1_000_000)
-    parser.add_argument("--events", type=int, default=50_000, help="raw events per agent run")
-    parser.add_argument("--requests", type=int, default=2_000, help="GET /devices/{id} calls")
-    parser.add_argument("--home", type=Path, help="use (or start) the local stack here")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     tag = uuid.uuid4().hex[:6]
     app_id = f"queries-{tag}"
     topics = {name: f"q{name}-{tag}" for name in ("raw", "status", "dlq", "ticks")}
@@ -168,7 +160,8 @@ def main() -> None:
             presence={"offline_grace_ms": GRACE_MS},
             tick_interval_s=1.0,
         ).wait_ready(timeout=1800)
-        print(f"worker recovered {args.devices:,} devices in {time.monotonic() - started:.0f} s")
+        recovered = figures.add("recovery", time.monotonic() - started, "s")
+        print(f"worker recovered {args.devices:,} devices in {recovered:.0f} s")
         try:
             rng = random.Random(1)
             ids = [device_id(rng.randrange(args.devices)) for _ in range(args.requests)]
@@ -186,17 +179,35 @@ def main() -> None:
             worker.stop()
     print(f"\none worker, {args.devices:,} devices in its table (RocksDB), {PARTITIONS} partitions")
     print(f"{'query':52} {'p50 ms':>8} {'p99 ms':>8}")
-    for label, values in (
-        (f"GET /devices/{{id}} ({rate:,.0f} requests/s, one client)", one),
-        ("GET /fleet", fleet),
-        ("GET /devices?status=offline&limit=100 page", pages),
+    figures.add("device.requests_per_s", rate, "requests/s")
+    for label, key, values in (
+        (f"GET /devices/{{id}} ({rate:,.0f} requests/s, one client)", "device", one),
+        ("GET /fleet", "fleet", fleet),
+        ("GET /devices?status=offline&limit=100 page", "page", pages),
     ):
         p50, p99 = p50_p99(values)
+        figures.add(f"{key}.p50", p50, "ms")
+        figures.add(f"{key}.p99", p99, "ms")
         print(f"{label:52} {p50:>8.1f} {p99:>8.1f}")
+    figures.add("agent.alone", alone, "events/s")
+    figures.add("agent.polled", polled, "events/s")
+    figures.add("agent.polled_over_alone", polled / alone, "ratio", ">= 0.90")
     print(
         f"agent events/s alone {alone:,.0f}; while a client polls /fleet and a page every second "
         f"{polled:,.0f}: {polled / alone:.2f} of alone (target >= 0.90)"
     )
+    return {"kafka": info.kafka_version}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=50_000, help="raw events per agent run")
+    parser.add_argument("--requests", type=int, default=2_000, help="GET /devices/{id} calls")
+    parser.add_argument("--home", type=Path, help="use (or start) the local stack here")
+    run_bench("queries", parser, measure)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaProducer
 
-from bench.common import add_common_args, bench_stack, events_rate, p50_p99
+from bench.common import Figures, add_common_args, bench_stack, events_rate, p50_p99, run_bench
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
 from mqtt_presence.local_bridge import local_bridge_settings
@@ -209,22 +209,15 @@ def status_topic(name: str) -> TopicSpec:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--skip-latency", action="store_true")
-    add_common_args(parser)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     n = args.events
     tag = uuid.uuid4().hex[:6]
     topics = {name: f"{name}-{tag}" for name in ("raw", "status", "dlq", "ticks", "copy")}
     rates: dict[str, float] = {}
     lats: dict[int, tuple[list[float], list[float]]] = {}
     with bench_stack(args.home) as (info, home):
-        print(f"\nKafka {info.kafka_version}; {PARTITIONS} partitions per topic\n")
+        kafka_version = info.kafka_version
+        print(f"\nKafka {kafka_version}; {PARTITIONS} partitions per topic\n")
         if not args.skip_throughput:
             ensure_topics(
                 info.kafka_bootstrap,
@@ -263,14 +256,20 @@ def main() -> None:
         ]
         print(f"\n{'what':58} {'events/s':>9} {'/ bare':>7} {'/ Faust':>8}")
         for label, key in rows:
-            r = rates[key]
+            r = figures.add(f"rate.{key}", rates[key], "events/s")
             print(f"{label:58} {r:>9,.0f} {r / bare:>7.2f} {r / faust_only:>8.2f}")
+        figures.add("one_over_bare", one / bare, "ratio", ">= 0.5")
+        figures.add("one_over_faust", one / faust_only, "ratio", ">= 0.7")
+        figures.add("two_over_one", rates["two"] / one, "ratio")
         print(f"\none worker / bare loop: {one / bare:.2f} (target >= 0.5)")
         print(f"one worker / Faust agent that does nothing: {one / faust_only:.2f}")
         print(f"two workers / one worker: {rates['two'] / one:.2f}")
     for workers, (values, warmup) in lats.items():
         if values:
             p50, p99 = p50_p99(values)
+            figures.add(f"latency.{workers}_workers.p50", p50, "ms")
+            figures.add(f"latency.{workers}_workers.p99", p99, "ms", "< 100")
+            figures.add(f"latency.{workers}_workers.max", max(values), "ms")
             print(
                 f"latency MQTT publish -> status change in Kafka, {workers} worker(s), "
                 f"{args.latency_rate} births/s ({len(values)} changes after a {WARMUP_S:.0f} s "
@@ -283,6 +282,18 @@ def main() -> None:
                 f"  the warm-up's {len(warmup)} changes: median {p50:.0f} ms, "
                 f"p99 {p99:.0f} ms, max {max(warmup):.0f} ms"
             )
+    return {"kafka": kafka_version}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    add_common_args(parser)
+    run_bench("worker_throughput", parser, measure)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@ says what changed against an earlier one.
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,17 +16,12 @@ import typer
 from rich.table import Table
 
 import mqtt_presence
+from mqtt_presence.bench_report import Machine, machine, now_utc
+from mqtt_presence.bench_report import save as keep
 from mqtt_presence.cli.common import ConfigOption, bench_app, console, fail, out
 from mqtt_presence.settings import load_file, presence_config
 from mqtt_presence.sim.accuracy import Figures, ScenarioResult, config_for, evaluate
 from mqtt_presence.sim.simulator import SCENARIOS, simulate
-
-
-class Machine(msgspec.Struct, frozen=True, kw_only=True):
-    cores: int
-    memory_gib: float
-    python: str
-    platform: str
 
 
 class ScenarioFigures(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,16 +44,6 @@ class AccuracyReport(msgspec.Struct, frozen=True, kw_only=True):
     seed: int
     config: dict[str, Any]  # the core's settings the scenarios ran with (before config_for)
     scenarios: list[ScenarioFigures]
-
-
-def machine() -> Machine:
-    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return Machine(
-        cores=os.cpu_count() or 1,
-        memory_gib=round(pages / 2**30, 1),
-        python=platform.python_version(),
-        platform=platform.platform(),
-    )
 
 
 @bench_app.command("accuracy")
@@ -116,7 +98,7 @@ def bench_accuracy(
             out.print(table_of(name, result, devices, seed, minutes))
     report = AccuracyReport(
         version=mqtt_presence.__version__,
-        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        measured_at=now_utc(),
         machine=machine(),
         devices=devices,
         seed=seed,
@@ -127,11 +109,7 @@ def bench_accuracy(
     if as_json:
         sys.stdout.write(document.decode() + "\n")
     if save is not None:
-        save.mkdir(parents=True, exist_ok=True)
-        stamp = report.measured_at.replace(":", "").replace("+0000", "Z")
-        path = save / f"accuracy-{stamp}.json"
-        path.write_bytes(document + b"\n")
-        console.print(f"saved {path}")
+        console.print(f"saved {keep(document, save, 'accuracy', report.measured_at)}")
     if compare is not None:
         earlier = msgspec.json.decode(compare.read_bytes(), type=AccuracyReport)
         for line in differences(earlier, report):
