@@ -8,12 +8,12 @@ type is reported with its path, e.g. `Expected int, got str - at $.damping.half_
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import msgspec
+import tomli_w
 from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from mqtt_presence.core import PresenceConfig
+from mqtt_presence.core.config import ClassMatch, DeviceClass
 from mqtt_presence.errors import PresenceError
 
 
@@ -43,12 +44,49 @@ def load_file(path: Path | None) -> dict[str, Any]:
 
 
 def presence_config(data: dict[str, Any], source: str = "config") -> PresenceConfig:
-    """The core's tuning from the [presence] table (defaults for what it leaves out)."""
-    table = data.get("presence", {})
+    """The core's tuning from the [presence] table (defaults for what it leaves out), with its
+    device classes: each `[[presence.classes]]` table has a `name`, a `match` table and any
+    [presence] setting, which overrides the base one for its devices (a `damping` table only
+    in the keys it gives)."""
+    table = dict(data.get("presence", {}))
+    entries = table.pop("classes", [])
     try:
-        return msgspec.convert(table, PresenceConfig)
+        base = msgspec.convert(table, PresenceConfig)
     except (msgspec.ValidationError, ValueError) as exc:
         raise ConfigError(f"{source}: [presence] {exc}") from exc
+    if not isinstance(entries, list):
+        raise ConfigError(f"{source}: presence.classes must be an array of tables ([[...]])")
+    classes = [
+        _device_class(table, entry, f"{source}: [[presence.classes]] #{i}")
+        for i, entry in enumerate(entries, start=1)
+    ]
+    try:
+        return PresenceConfig(**msgspec.structs.asdict(base) | {"classes": tuple(classes)})
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [presence] {exc}") from exc
+
+
+def _device_class(base: dict[str, Any], entry: Any, where: str) -> DeviceClass:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a table")
+    own = dict(entry)
+    name, match = own.pop("name", None), own.pop("match", None)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where} needs a name")
+    where = f"{where} ({name!r})"
+    if not isinstance(match, dict):
+        raise ConfigError(f"{where} needs a match table: device (a glob), profile and/or topic")
+    merged = {**base, **own}
+    if isinstance(base.get("damping"), dict) and isinstance(own.get("damping"), dict):
+        merged["damping"] = {**base["damping"], **own["damping"]}
+    try:
+        return DeviceClass(
+            name=name,
+            match=msgspec.convert(match, ClassMatch),
+            config=msgspec.convert(merged, PresenceConfig),
+        )
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 class FileTableSettings(BaseSettings):
@@ -135,15 +173,14 @@ def refuse_moved_kafka_keys(file_data: dict[str, Any], table: str) -> None:
 
 
 def render_config(tables: dict[str, dict[str, Any]]) -> str:
-    """A config file's text from its tables (scalar values), a part's Kafka keys moved to
-    [kafka]: what the demo, the benchmarks and the tests write for the processes they start."""
+    """A config file's text from its tables, a part's Kafka keys moved to [kafka]: what the
+    demo, the benchmarks and the tests write for the processes they start (tomli-w writes it:
+    nested tables, arrays of tables such as [[presence.classes]], and TOML's quoting)."""
     kafka: dict[str, Any] = {}
-    lines: list[str] = []
+    out: dict[str, dict[str, Any]] = {}
     for name, table in tables.items():
         own, moved = split_kafka(table) if name != "kafka" else ({}, table)
         kafka.update(moved)
         if own:
-            lines += [f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in own.items()), ""]
-    if kafka:
-        lines = ["[kafka]", *(f"{k} = {json.dumps(v)}" for k, v in kafka.items()), "", *lines]
-    return "\n".join(lines)
+            out[name] = own
+    return tomli_w.dumps({"kafka": kafka, **out} if kafka else out)

@@ -1,5 +1,5 @@
-"""Which devices of each partition are online, offline or flapping, kept up to date as the agent
-applies changes: `/fleet` counts and `/devices?status=` pages without reading the fleet.
+"""Which devices of each partition are online, offline, sleeping or flapping, kept up to date as
+the agent applies changes: `/fleet` counts and `/devices?status=` pages without reading the fleet.
 
 One sorted set of device ids per (partition, category), so a count is a sum over the owned
 partitions and a page is a merge of their sets from the cursor on, in time proportional to the
@@ -18,15 +18,17 @@ from sortedcontainers import SortedSet
 
 from mqtt_presence.core import DeviceState
 
-CATEGORIES = ("online", "offline", "flapping")
+CATEGORIES = ("online", "offline", "sleeping", "flapping")
 
 
 def category(state: DeviceState | None) -> str | None:
-    """What `/devices?status=` lists a device under: flapping, else its status; None before its
-    first change."""
+    """What `/devices?status=` lists a device under: flapping, else sleeping, else its status;
+    None before its first change."""
     if state is None or state.status is None:
         return None
-    return "flapping" if state.flapping else state.status.value
+    if state.flapping:
+        return "flapping"
+    return "sleeping" if state.sleeping else state.status.value
 
 
 class StatusIndex:
@@ -56,7 +58,7 @@ class StatusIndex:
         self, partitions: Iterable[int], status: str | None, after: str, limit: int
     ) -> tuple[list[str], bool]:
         """Up to `limit` device ids after `after`, in id order, of the owned partitions (of one
-        category, or of all three), and whether more follow."""
+        category, or of all of them), and whether more follow."""
         owned = set(partitions)
         wanted = CATEGORIES if status is None else (status,)
         runs: list[Iterator[str]] = [

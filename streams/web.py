@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mqtt_presence.core import DeviceState, last_change
 from mqtt_presence.streams.topology import Topology
 
-STATUS_FILTERS = ("online", "offline", "flapping")
+STATUS_FILTERS = ("online", "offline", "sleeping", "flapping")
 MAX_LIMIT = 1_000
 
 
@@ -50,6 +50,7 @@ def status_view(state: DeviceState) -> dict[str, Any] | None:
         "reason": change.reason.value,
         "session": change.session,
         "flapping": change.flapping,
+        "sleeping": change.sleeping,
         "verified": change.verified,
         "current_session": state.session,  # the connection the device is on now
     }
@@ -184,6 +185,7 @@ class FleetView(View):
                 "devices": sum(total.values()),
                 "online": total["online"],
                 "offline": total["offline"],
+                "sleeping": total["sleeping"],
                 "flapping": total["flapping"],
                 "workers": len(answers),
             }

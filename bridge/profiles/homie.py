@@ -1,7 +1,8 @@
 """Homie 3/4 device state: `homie/{device}/$state`.
 
 `ready` is the birth, `lost` is Homie's Last Will, `disconnected` and `sleeping` are the
-device's own goodbyes, `init` and `alert` are signs of life. No session token.
+device's own goodbyes (`sleeping` marks the event as a sleep: the device shows as sleeping, not
+offline), `init` and `alert` are signs of life. No session token.
 """
 
 from __future__ import annotations
@@ -42,4 +43,6 @@ class HomieProfile:
             raise Invalid(
                 "bad_payload", f"Homie $state {state[:40]!r} is not one of {sorted(STATES)}"
             )
+        if state == "sleeping":
+            return event_of(msg, self.name, device, kind, sleeping=True)
         return event_of(msg, self.name, device, kind)

@@ -44,8 +44,9 @@ def status_command(
     since = datetime.fromtimestamp(body["since"] / 1000, tz=UTC).isoformat(timespec="seconds")
     flapping = " [bold yellow](flapping)[/]" if body["flapping"] else ""
     verified = "verified by session token" if body["verified"] else "not verified (no token)"
+    status = "sleeping" if body.get("sleeping") else body["status"]  # older workers: no key
     out.print(
-        f"[bold]{device}[/] is [bold]{body['status']}[/]{flapping} since {since} "
+        f"[bold]{device}[/] is [bold]{status}[/]{flapping} since {since} "
         f"(version {body['version']}, reason {body['reason']}, session {body['session']}, "
         f"{verified})"
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 
 import msgspec
+
+from mqtt_presence.core.events import PROFILE_KINDS
 
 MAX_HALF_LIVES = 64  # max_suppress_ms / half_life_ms: a penalty ceiling of at most 2^64 x reuse
 
@@ -91,6 +95,12 @@ class PresenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     known_sessions: how many recent opaque session ids each device remembers (equality only).
     superseded_reasons: broker disconnect reasons meaning "a newer connection replaced this one"
         (EMQX: `takenover`, spelt `takeovered` in 4.4, and `discarded`).
+    sleeps: the devices sleep (battery sensors): an inactivity timeout or a graceful goodbye
+        makes them *sleeping* (offline, with `sleeping` true), not offline; a will is still a
+        death. A device that says it sleeps (Homie `sleeping`) is sleeping whatever this says.
+        A sleep adds no flap-damping penalty.
+    classes: device classes (`[[presence.classes]]`): the first whose `match` fits an event
+        gives its device these settings instead (see `DeviceClass`).
     """
 
     offline_grace_ms: int = 5_000
@@ -101,11 +111,107 @@ class PresenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     known_sessions: int = 4
     superseded_reasons: frozenset[str] = frozenset({"takenover", "takeovered", "discarded"})
     damping: DampingConfig = DampingConfig()
+    sleeps: bool = False
+    classes: tuple[DeviceClass, ...] = ()
 
     def __post_init__(self) -> None:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"device class names must be unique: {names}")
+        if any(c.config.classes for c in self.classes):
+            raise ValueError("a device class cannot have classes of its own")
         if self.offline_grace_ms < 0 or self.online_delay_ms < 0:
             raise ValueError("offline_grace_ms and online_delay_ms must be >= 0")
         if self.inactivity_timeout_ms is not None and self.inactivity_timeout_ms <= 0:
             raise ValueError("inactivity_timeout_ms must be positive when set")
         if self.dedup_memory < 0 or self.known_sessions < 1:
             raise ValueError("dedup_memory must be >= 0 and known_sessions >= 1")
+
+
+class ClassMatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which devices a class is for: every criterion given must fit (at least one is needed).
+
+    device: a glob on the device id (`cam-*`, `*/battery/*`; fnmatch, case-sensitive).
+    profile: the bridge profile that read the event (`homie`, `tasmota`, `sparkplug`, ...).
+    topic: an MQTT topic filter (`+` one level, `#` the rest) on the topic the event came from.
+    """
+
+    device: str | None = None
+    profile: str | None = None
+    topic: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device is None and self.profile is None and self.topic is None:
+            raise ValueError("a class match needs at least one of device, profile, topic")
+        if self.profile is not None and self.profile not in PROFILE_KINDS:
+            raise ValueError(
+                f"match.profile {self.profile!r} is not a bridge profile; known: "
+                + ", ".join(sorted(PROFILE_KINDS))
+            )
+        if self.topic is not None:
+            levels = self.topic.split("/")
+            if any(("#" in x and x != "#") or ("+" in x and x != "+") for x in levels) or (
+                "#" in levels[:-1]
+            ):
+                raise ValueError(f"match.topic {self.topic!r} is not a valid MQTT topic filter")
+
+    def fits(self, device: str, profile: str, topic: str | None) -> bool:
+        if self.profile is not None and profile != self.profile:
+            return False
+        if self.device is not None and not _glob(self.device).fullmatch(device):
+            return False
+        return self.topic is None or (topic is not None and topic_matches(self.topic, topic))
+
+
+class DeviceClass(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A kind of device with settings of its own (cameras: a short grace; battery sensors: an
+    hour's inactivity timeout and `sleeps`; flaky gateways: stronger damping).
+
+    A device takes the class of the first class whose `match` fits one of its events, and keeps
+    it until an event fits another class (an event that fits none changes nothing: telemetry on
+    other topics does not reset it). `config` is the whole core configuration for its devices:
+    the base `[presence]` settings with the class's own over them.
+    """
+
+    name: str
+    match: ClassMatch
+    config: PresenceConfig
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return _GLOBS.get(pattern) or _GLOBS.setdefault(pattern, re.compile(fnmatch.translate(pattern)))
+
+
+_GLOBS: dict[str, re.Pattern[str]] = {}
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT 5.0 4.7: does `topic` fit `topic_filter` (`+` one level, `#` this level and below)?
+    Topics starting with `$` fit no filter starting with a wildcard (4.7.2)."""
+    want, have = topic_filter.split("/"), topic.split("/")
+    if topic.startswith("$") and want[0] in ("+", "#"):
+        return False
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have) or (level != "+" and level != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def class_of(config: PresenceConfig, device: str, profile: str, topic: str | None) -> str | None:
+    """The name of the first class whose match fits, or None."""
+    for klass in config.classes:
+        if klass.match.fits(device, profile, topic):
+            return klass.name
+    return None
+
+
+def config_of(config: PresenceConfig, klass: str | None) -> PresenceConfig:
+    """The settings of a device of class `klass` (the base ones for None or a class no longer
+    configured: a renamed or removed class falls back to the base)."""
+    if klass is not None:
+        for c in config.classes:
+            if c.name == klass:
+                return c.config
+    return config

@@ -85,6 +85,23 @@ REASON_OF_KIND = {
 }
 
 
+# The bridge profiles an event can come from (`ConnectionEvent.source`); classes match on them.
+PROFILE_KINDS = frozenset(
+    {
+        "json",
+        "plain",
+        "zigbee2mqtt",
+        "tasmota",
+        "esphome",
+        "shelly",
+        "homie",
+        "emqx",
+        "sparkplug",
+        "activity",
+    }
+)
+
+
 class ConnectionEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One raw lifecycle message, normalised by a bridge profile. Record on `presence.raw`."""
 
@@ -100,8 +117,9 @@ class ConnectionEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     retain: bool = False
     dup: bool = False
     topic: str | None = None
-    source: str = "json"  # the bridge profile that produced it
+    source: str = "json"  # the bridge profile that produced it (one of PROFILE_KINDS)
     properties: dict[str, str] = {}  # MQTT 5 user properties
+    sleeping: bool = False  # an offline the device announced as sleep (Homie `sleeping`)
     schema_version: int = RAW_SCHEMA_VERSION
 
 
@@ -127,4 +145,5 @@ class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
     session: SessionToken | None
     verified: bool  # True when a session token backs the decision
     suppressed: int  # raw events since the previous change that changed nothing downstream
+    sleeping: bool = False  # an offline that is a sleep (the device said so, or its class)
     schema_version: int = STATUS_SCHEMA_VERSION

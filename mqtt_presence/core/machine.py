@@ -55,6 +55,11 @@ test in tests/unit/core/test_sessions.py):
   time proves it newer: a redelivery can be arbitrarily old.
 - Without tokens: receive order, with the keepalive rule (a will sooner than the keepalive after
   the latest birth is the previous connection's) and signs of life.
+- Classes and sleep. A device's settings are its class's (`[[presence.classes]]`: the first class
+  that fits an event; an event that fits none keeps the class). An offline the device announced
+  as sleep (Homie `sleeping`), or, for devices whose settings say they sleep, an inactivity
+  timeout or a graceful goodbye, is emitted as offline with `sleeping` set; it adds no flap
+  penalty. A will is always a death.
 
 What tokens cannot protect against: without device times, a counter that restarts while its old
 session is still open is taken for a late birth until that session's will arrives (the restarted
@@ -71,7 +76,7 @@ from enum import Enum
 import msgspec
 import xxhash
 
-from mqtt_presence.core.config import PresenceConfig
+from mqtt_presence.core.config import PresenceConfig, class_of, config_of
 from mqtt_presence.core.events import (
     REASON_OF_KIND,
     ConnectionEvent,
@@ -123,6 +128,8 @@ def transition(
             return None, changes
         s = _copy(state)
         s.clock = max(s.clock, event.now)
+        if config.classes:
+            config = config_of(config, s.device_class)
         _fire_deadlines(s, config, changes, notes)
         return s, changes
 
@@ -130,6 +137,8 @@ def transition(
     received = event.received_at
     now = received if received > s.clock else s.clock
     s.clock = now
+    if config.classes:
+        config = _classify(s, event, config, notes)
     if s.due is not None or s.release_due is not None or config.inactivity_timeout_ms:
         _fire_deadlines(s, config, changes, notes)
     emitted_before = len(changes)
@@ -166,9 +175,24 @@ def transition(
     return s, changes
 
 
+def _classify(
+    s: DeviceState, e: ConnectionEvent, config: PresenceConfig, notes: Notes
+) -> PresenceConfig:
+    """The device's class after this event (an event that fits no class keeps it), and its
+    settings."""
+    klass = class_of(config, e.device, e.source, e.topic)
+    if klass is not None and klass != s.device_class:
+        if notes is not None:
+            notes.append(f"device class {klass!r} (its settings apply from now on)")
+        s.device_class = klass
+    return config_of(config, s.device_class)
+
+
 def next_deadline(state: DeviceState, config: PresenceConfig) -> int | None:
     """The earliest time a `Tick` would change this state, or None: a driver only needs to tick
     devices whose deadline has come."""
+    if config.classes:
+        config = config_of(config, state.device_class)
     due, release_due = state.due, state.release_due
     timeout = config.inactivity_timeout_ms
     if timeout is not None and state.observed is _ONLINE:
@@ -195,6 +219,7 @@ def last_change(state: DeviceState) -> StatusChange | None:
         session=state.last_session,
         verified=state.verified,
         suppressed=state.last_suppressed,
+        sleeping=state.sleeping,
     )
 
 
@@ -362,6 +387,7 @@ def _on_close(
 ) -> None:
     reason = REASON_OF_KIND[e.kind]
     token = e.session
+    asleep = e.sleeping or (config.sleeps and e.kind is EventKind.OFFLINE)
     if e.kind is EventKind.DISCONNECTED and e.reason in config.superseded_reasons:
         if token is not None and token != s.session and token not in s.known_sessions:
             s.known_sessions = (*s.known_sessions, token)[-config.known_sessions :]
@@ -386,7 +412,7 @@ def _on_close(
         s.session_open = False
         if notes is not None and s.observed is not Status.OFFLINE:
             notes.append(f"{e.kind} without a session closes the current one (receive order)")
-        _observe(s, Status.OFFLINE, now, reason, False, config, changes, notes)
+        _observe(s, Status.OFFLINE, now, reason, False, config, changes, notes, sleeping=asleep)
         return
     if token == s.session:
         if not s.session_open:
@@ -404,7 +430,7 @@ def _on_close(
         s.closed_time = e.event_time
         if notes is not None:
             notes.append(f"{e.kind} closes session {token!r}")
-        _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes)
+        _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes, sleeping=asleep)
         return
     never_born = token not in s.known_sessions
     if s.session is None or (s.session_open and never_born and _will_is_newer(s, token, e)):
@@ -418,7 +444,7 @@ def _on_close(
                 f"{e.kind} for session {token!r} came before its birth: "
                 "the session is over and its late birth will not revive it"
             )
-        _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes)
+        _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes, sleeping=asleep)
         return
     if never_born and token not in s.born_dead:
         s.born_dead = (*s.born_dead, token)[-config.known_sessions :]
@@ -478,24 +504,28 @@ def _observe(
     changes: list[StatusChange],
     notes: Notes,
     delay: int | None = None,
+    sleeping: bool = False,
 ) -> None:
-    """The raw events say the device is now `status`: damp, debounce or emit."""
+    """The raw events say the device is now `status` (asleep, when `sleeping`): damp, debounce
+    or emit. A sleep is not a flap: it adds no damping penalty."""
     previous = s.observed
-    if previous is status:
+    label = "sleeping" if sleeping else status
+    if previous is status and s.observed_sleeping == sleeping:
         if notes is not None:
-            notes.append(f"already {status}: nothing changes")
+            notes.append(f"already {label}: nothing changes")
         return
     s.observed, s.observed_since = status, at
     s.observed_reason, s.observed_verified = reason, verified
+    s.observed_sleeping = sleeping
     damping = config.damping
-    if status is Status.OFFLINE and previous is Status.ONLINE and damping.enabled:
+    if status is Status.OFFLINE and previous is Status.ONLINE and damping.enabled and not sleeping:
         penalty = damping.decay(s.penalty, at - s.penalty_at) + damping.penalty
         s.penalty, s.penalty_at = min(penalty, damping.ceiling), at
         if s.flapping or s.penalty >= damping.suppress:
             s.release_due = at + damping.release_after_ms(s.penalty)
             s.due = None
             if not s.flapping:
-                _emit(s, status, True, at, at, Reason.DAMPED, verified, changes)
+                _emit(s, status, True, at, at, Reason.DAMPED, verified, changes, False)
                 if notes is not None:
                     notes.append(
                         f"flapping: penalty {s.penalty:.0f} >= {damping.suppress:.0f}, "
@@ -510,24 +540,24 @@ def _observe(
             if s.release_due is None or stable < s.release_due:
                 s.release_due = stable  # released once it has stayed up this long
         if notes is not None:
-            notes.append(f"damped: {status} not emitted until release at {s.release_due}")
+            notes.append(f"damped: {label} not emitted until release at {s.release_due}")
         return
-    if status is s.status:
+    if status is s.status and sleeping == s.sleeping:
         s.due = None
         if notes is not None:
-            notes.append(f"back to {status} within the debounce delay: nothing emitted")
+            notes.append(f"back to {label} within the debounce delay: nothing emitted")
         return
     if delay is None:
         delay = config.offline_grace_ms if status is Status.OFFLINE else config.online_delay_ms
     if delay == 0:
         s.due = None
-        _emit(s, status, False, at, at, reason, verified, changes)
+        _emit(s, status, False, at, at, reason, verified, changes, sleeping)
         if notes is not None:
-            notes.append(f"emitted {status} (version {s.version})")
+            notes.append(f"emitted {label} (version {s.version})")
     else:
         s.due = at + delay
         if notes is not None:
-            notes.append(f"{status} pending: emitted at {s.due} unless the device comes back")
+            notes.append(f"{label} pending: emitted at {s.due} unless the device comes back")
 
 
 def _fire_deadlines(
@@ -541,7 +571,11 @@ def _fire_deadlines(
             return
         if due == s.due:
             s.due = None
-            if not s.flapping and s.observed is not None and s.observed is not s.status:
+            if (
+                not s.flapping
+                and s.observed is not None
+                and (s.observed is not s.status or s.observed_sleeping != s.sleeping)
+            ):
                 _emit(
                     s,
                     s.observed,
@@ -551,10 +585,12 @@ def _fire_deadlines(
                     s.observed_reason,
                     s.observed_verified,
                     changes,
+                    s.observed_sleeping,
                 )
                 if notes is not None:
+                    label = "sleeping" if s.observed_sleeping else s.observed
                     notes.append(
-                        f"debounce delay over at {due}: emitted {s.observed} (version {s.version})"
+                        f"debounce delay over at {due}: emitted {label} (version {s.version})"
                     )
         elif due == s.release_due:
             s.release_due = None
@@ -568,6 +604,7 @@ def _fire_deadlines(
                     Reason.RELEASED,
                     s.observed_verified,
                     changes,
+                    s.observed_sleeping,
                 )
                 if notes is not None:
                     notes.append(
@@ -586,6 +623,7 @@ def _fire_deadlines(
                 changes,
                 notes,
                 delay=0,
+                sleeping=config.sleeps,
             )
 
 
@@ -598,9 +636,10 @@ def _emit(
     reason: Reason,
     verified: bool,
     changes: list[StatusChange],
+    sleeping: bool,
 ) -> None:
     s.version += 1
-    s.status, s.flapping, s.since = status, flapping, since
+    s.status, s.flapping, s.since, s.sleeping = status, flapping, since, sleeping
     s.reason, s.verified = reason, verified
     s.decided_at, s.last_session, s.last_suppressed = decided_at, s.session, s.suppressed
     changes.append(
@@ -615,6 +654,7 @@ def _emit(
             session=s.session,
             verified=verified,
             suppressed=s.suppressed,
+            sleeping=sleeping,
         )
     )
     s.suppressed = 0

@@ -57,6 +57,9 @@ class DeviceState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     born_dead: tuple[SessionToken, ...] = ()  # tokens whose will came before any birth of theirs
     birth_at: int = 0  # receive time of the latest birth
     reborn_from: int | None = None  # a reused token: device time of the birth it replaced
+    sleeping: bool = False  # the emitted offline is a sleep
+    observed_sleeping: bool = False  # the observed offline is a sleep
+    device_class: str | None = None  # the [[presence.classes]] entry it belongs to
 
 
 _encoder = msgspec.json.Encoder()

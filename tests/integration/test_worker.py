@@ -103,6 +103,7 @@ class Workers:
         grace_ms: int = GRACE_MS,
         partitions: int = 4,
         store: str = "memory",
+        presence: dict[str, Any] | None = None,
     ) -> None:
         self.stack, self.home = stack, home
         tag = unique("w")
@@ -115,6 +116,7 @@ class Workers:
         }
         self.app_id, self.grace_ms, self.partitions = f"app-{tag}", grace_ms, partitions
         self.store = store
+        self.presence = {"offline_grace_ms": grace_ms, **(presence or {})}
         self.procs: dict[int, WorkerProcess] = {}
 
     def start(self) -> int:
@@ -126,7 +128,7 @@ class Workers:
             self.app_id,
             partitions=self.partitions,
             store=self.store,
-            presence={"offline_grace_ms": self.grace_ms},
+            presence=self.presence,
             session_timeout_s=6.0,
         ).wait_ready()
         self.procs[worker.port] = worker
@@ -139,13 +141,14 @@ class Workers:
         for port in list(self.procs):
             self.kill(port, signal.SIGTERM)
 
-    def bridge_settings(self) -> Any:
+    def bridge_settings(self, **overrides: Any) -> Any:
         return bridge_settings(
             self.stack,
             raw_topic=self.topics["raw"],
             dlq_topic=self.topics["dlq"],
             partitions=self.partitions,
             topic_prefix=self.topics["prefix"],
+            **overrides,
         )
 
 
@@ -281,7 +284,7 @@ def test_listing_fleet_counts_cli_and_metrics(pipeline: Pipeline) -> None:
     code, fleet = pipeline.get("/fleet")
     assert code == 200
     assert fleet["online"] >= 5
-    assert fleet["devices"] == fleet["online"] + fleet["offline"] + fleet["flapping"]
+    assert fleet["devices"] == sum(fleet[k] for k in ("online", "offline", "sleeping", "flapping"))
     for bad in ("/devices?status=sideways", "/devices?limit=0", "/devices?limit=many"):
         code, body = pipeline.get(bad)
         assert code == 400, bad
@@ -735,3 +738,86 @@ def test_local_table_data_of_a_purged_kafka_is_rebuilt_not_a_crash(stack_home: P
         assert "is not this Kafka's" not in log
     finally:
         local.down(purge=True)
+
+
+def test_device_classes_and_sleep_through_mosquitto_bridge_and_worker(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    # Issue 13: one fleet of mains cameras (a short grace), battery sensors that sleep (Homie
+    # 4.0 `$state` `sleeping`: "You have to send this message before sleeping"; or silent past
+    # their class's inactivity timeout) and everything else on the base settings.
+    workers = Workers(
+        stack,
+        tmp_path,
+        grace_ms=30_000,
+        presence={
+            "classes": [
+                {"name": "cameras", "match": {"device": "cam-*"}, "offline_grace_ms": 0},
+                {
+                    "name": "sensors",
+                    "match": {"profile": "homie"},
+                    "offline_grace_ms": 1_000,
+                    "inactivity_timeout_ms": 3_000,
+                    "sleeps": True,
+                },
+            ]
+        },
+    )
+    prefix = workers.topics["prefix"]
+    homie = f"{prefix}/homie/{{device}}/$state"
+    settings = workers.bridge_settings(
+        profiles=[
+            {"kind": "json", "topic": f"{prefix}/{{device}}/status"},
+            {"kind": "homie", "topic": homie},
+        ]
+    )
+    try:
+        port = workers.start()
+        with running_bridge(settings) as bridge:
+            p = Pipeline(stack, bridge, port, workers.topics)
+            cam, door = p.device("cam-1", session=1), p.device("door-1", session=1)
+            for d in (cam, door):
+                d.birth()
+            pub = Publisher(stack)
+            pub.publish(homie.format(device="th-1"), "ready", qos=1)
+            pub.publish(homie.format(device="th-2"), "ready", qos=1)
+            wait_for(
+                lambda: all(p.status_of(d) for d in ("cam-1", "door-1", "th-1", "th-2")),
+                30,
+                "four devices online",
+            )
+            pub.publish(homie.format(device="th-1"), "sleeping", qos=1)  # it says so
+            cam.die()
+            door.die()  # the broker publishes both wills; only the camera's class has no grace
+            wait_for(
+                lambda: (p.status_of("cam-1") or {}).get("status") == "offline",
+                20,
+                "the camera offline at once (its class: no grace)",
+            )
+            wait_for(
+                lambda: (p.status_of("th-1") or {}).get("sleeping") is True,
+                20,
+                "th-1 sleeping, as it said (after its class's 1 s grace)",
+            )
+            wait_for(  # th-2 said nothing for 3 s: its class says it sleeps
+                lambda: (p.status_of("th-2") or {}).get("sleeping") is True,
+                20,
+                "th-2 sleeping after its class's inactivity timeout",
+            )
+            assert (p.status_of("door-1") or {}).get("status") == "online"  # 30 s base grace
+            code, fleet = p.get("/fleet")
+            assert code == 200
+            assert (fleet["online"], fleet["offline"], fleet["sleeping"]) == (1, 1, 2)
+            code, page = p.get("/devices?status=sleeping")
+            assert [d["device"] for d in page["devices"]] == ["th-1", "th-2"]
+            th1 = [c for c in p.changes("th-1") if c.sleeping]
+            assert [(c.status.value, c.reason.value) for c in th1] == [
+                ("offline", "graceful_offline")
+            ]
+            th2 = [c for c in p.changes("th-2") if c.sleeping]
+            assert [(c.status.value, c.reason.value) for c in th2] == [
+                ("offline", "inactivity_timeout")
+            ]
+            pub.close()
+    finally:
+        workers.stop_all()

@@ -16,6 +16,7 @@ from mqtt_presence.bridge.message import MqttMessage
 from mqtt_presence.bridge.profiles import ProfileSettings, build, subscriptions
 from mqtt_presence.bridge.translate import Translator
 from mqtt_presence.core import ConnectionEvent
+from mqtt_presence.core.events import PROFILE_KINDS
 from mqtt_presence.core.records import DeadLetterRecord
 from tests.unit.bridge.mqtt_filters import matches
 
@@ -58,6 +59,7 @@ def test_documented_payloads_become_the_documented_events(path: Path) -> None:
             assert out.session == sample["session"], sample
         if "reason_field" in sample:
             assert out.reason == sample["reason_field"], sample
+        assert out.sleeping == sample.get("sleeping", False), sample
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -69,3 +71,14 @@ def test_the_default_subscriptions_receive_the_lifecycle_topics_and_no_other(pat
         received = any(matches(f, sample["topic"]) for f in filters)
         # a device's other topics (telemetry, the bridge's own state) never reach the bridge
         assert received == (sample.get("reason") != "unknown_topic"), (sample["topic"], filters)
+
+
+def test_every_profile_kind_is_one_the_core_knows() -> None:
+    # device classes match on the profile an event came from: the core lists them
+    kinds = {
+        TypeAdapter(ProfileSettings).validate_python({"kind": k, "topic": "x/{device}"}).kind
+        for k in PROFILE_KINDS
+    }
+    assert kinds == PROFILE_KINDS
+    union = {m.model_fields["kind"].default for m in ProfileSettings.__args__[0].__args__}
+    assert union == PROFILE_KINDS

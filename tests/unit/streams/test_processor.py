@@ -128,7 +128,7 @@ def test_a_tick_fires_only_the_due_deadlines_of_its_own_partition() -> None:
     assert len(rig.processor.deadlines) == 1
     assert rig.metrics.pending_deadlines._value.get() == 1
     statuses = rig.processor.statuses  # what /fleet and /devices?status= answer from
-    assert statuses.counts({0, 1}) == {"online": 1, "offline": 1, "flapping": 0}
+    assert statuses.counts({0, 1}) == {"online": 1, "offline": 1, "sleeping": 0, "flapping": 0}
     assert statuses.page({0, 1}, "offline", "", 10) == (["a"], False)
     assert statuses.page({1}, "offline", "", 10) == ([], False)
 

@@ -58,7 +58,12 @@ def test_the_index_holds_the_pending_deadlines_and_only_taken_over_partitions_ar
     assert recovered.devices == 81
     assert len(recovered.index) == 40  # the wills' grace periods, nothing for the online ones
     everything = range(PARTITIONS)  # the statuses shown are the last emitted: all still online
-    assert recovered.statuses.counts(everything) == {"online": 80, "offline": 0, "flapping": 0}
+    assert recovered.statuses.counts(everything) == {
+        "online": 80,
+        "offline": 0,
+        "sleeping": 0,
+        "flapping": 0,
+    }
     for i in range(40):
         key = f"w{i}".encode()
         schedule = recovered.index.by_partition[partition_of(key, PARTITIONS)]

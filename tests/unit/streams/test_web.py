@@ -23,7 +23,7 @@ def test_a_page_after_a_cursor() -> None:
 @pytest.mark.parametrize(
     ("query", "says"),
     [
-        ({"status": "asleep"}, "status must be one of online, offline, flapping"),
+        ({"status": "asleep"}, "status must be one of online, offline, sleeping, flapping"),
         ({"limit": "ten"}, "limit must be a whole number"),
         ({"limit": "0"}, f"limit must be between 1 and {MAX_LIMIT}"),
         ({"limit": str(MAX_LIMIT + 1)}, f"limit must be between 1 and {MAX_LIMIT}"),
@@ -42,7 +42,7 @@ def test_any_query_is_either_parsed_or_refused_with_a_sentence(query: dict[str, 
         refused = str(exc)
         assert refused.split(maxsplit=1)[0] in {"status", "limit"}
         return
-    assert status in (None, "online", "offline", "flapping")
+    assert status in (None, "online", "offline", "sleeping", "flapping")
     assert 1 <= limit <= MAX_LIMIT
     assert cursor == query.get("cursor", "")
 
