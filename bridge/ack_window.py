@@ -34,6 +34,22 @@ class NothingToWrite:
 NOTHING_TO_WRITE = NothingToWrite()
 
 
+class AllWritten:
+    """The slot of a message that became several records (a Sparkplug node's death and its
+    devices' wills): done when all are, failed when one failed."""
+
+    def __init__(self, writes: list[Pending]) -> None:
+        self.writes = writes
+
+    @property
+    def is_done(self) -> bool:
+        return all(w.is_done for w in self.writes) or self.exception is not None
+
+    @property
+    def exception(self) -> BaseException | None:
+        return next((w.exception for w in self.writes if w.is_done and w.exception), None)
+
+
 class AckWindow:
     def __init__(self) -> None:
         self._slots: deque[tuple[int, Pending]] = deque()

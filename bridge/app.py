@@ -27,7 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from mqtt_presence.bridge.ack_window import NOTHING_TO_WRITE, AckWindow
+from mqtt_presence.bridge.ack_window import NOTHING_TO_WRITE, AckWindow, AllWritten
 from mqtt_presence.bridge.coalesce import ActivityCoalescer
 from mqtt_presence.bridge.config import BridgeSettings
 from mqtt_presence.bridge.errors import BridgeError, ConfigurationError
@@ -37,6 +37,8 @@ from mqtt_presence.bridge.metrics import BridgeMetrics, serve
 from mqtt_presence.bridge.mqtt_source import Listener, MqttSource
 from mqtt_presence.bridge.poison import CrashMemory
 from mqtt_presence.bridge.profiles import build, subscriptions
+from mqtt_presence.bridge.profiles.sparkplug import SparkplugProfile, rebirth_payload
+from mqtt_presence.bridge.sparkplug_host import SparkplugHost
 from mqtt_presence.bridge.translate import Translator
 from mqtt_presence.core import ConnectionEvent
 from mqtt_presence.core.records import DeadLetterRecord
@@ -57,6 +59,7 @@ class Source(Protocol):
     def loop(self, timeout: float) -> bool: ...
     def flush(self) -> Any: ...
     def ack(self, mid: int, qos: int) -> None: ...
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
     def disconnect(self) -> None: ...
 
 
@@ -112,6 +115,9 @@ class Bridge:
         self._new_sink = sink
         self.crash_memory = CrashMemory(settings.crash_memory_file)
         self.coalescer = ActivityCoalescer(int(settings.coalesce_activity_s * 1000))
+        sparkplug = [p for p in profiles if isinstance(p, SparkplugProfile)]
+        self.sparkplug = sparkplug[0] if sparkplug else None
+        self.host = SparkplugHost(int(settings.sparkplug_rebirth_interval_s * 1000))
         self.outages = Outages(
             self.metrics.outage,
             self.metrics.outages,
@@ -213,58 +219,90 @@ class Bridge:
             return  # not acknowledged: the broker delivers it again to our session
         self.metrics.received.inc()
         if self.crash_memory.is_poison(msg):
-            topic, key, value, headers = self._dead_letter_of(
-                msg,
-                "poison",
-                "the bridge process ended while handling this message on its previous "
-                "deliveries; passed on untouched",
-            )
+            records = [
+                self._dead_letter_of(
+                    msg,
+                    "poison",
+                    "the bridge process ended while handling this message on its previous "
+                    "deliveries; passed on untouched",
+                )
+            ]
         else:
             self.crash_memory.begin(msg)
             try:
-                written = self._record_of(msg)
+                records = self._records_of(msg)
             except Exception as exc:  # a bug of ours: this message must not stop the others
                 log.exception("handling a message from %r failed", msg.topic)
-                written = self._dead_letter_of(
-                    msg, "internal_error", f"{type(exc).__name__}: {exc}"
-                )
+                records = [
+                    self._dead_letter_of(msg, "internal_error", f"{type(exc).__name__}: {exc}")
+                ]
             self.crash_memory.end(msg)
-            if written is None:  # activity already said: acknowledged in its turn, not written
+            if not records:  # activity already said: acknowledged in its turn, not written
                 self.metrics.coalesced.inc()
                 if msg.qos > 0:
                     self.window.add(mid, NOTHING_TO_WRITE)
                 return
-            topic, key, value, headers = written
         try:
-            pending = self.sink.send(topic, key, value, headers)
+            writes = [self.sink.send(*record) for record in records]
         except KafkaError as exc:  # e.g. the buffer stayed full for max_block_ms
             self.metrics.kafka_errors.inc()
             self._kafka_error = exc
             return
+        pending = writes[0] if len(writes) == 1 else AllWritten(writes)
         if msg.qos > 0:
             if not self.window:
                 self._progress_at = time.monotonic()  # from idle: the clock starts now
             self.window.add(mid, pending)
         else:  # QoS 0: nothing to acknowledge, and nothing the broker could deliver again
-            pending.add_callback(lambda _metadata: self.metrics.produced.inc())
-            pending.add_errback(lambda exc: log.error("QoS 0 message lost by Kafka: %s", exc))
+            for write in writes:
+                write.add_callback(lambda _metadata: self.metrics.produced.inc())
+                write.add_errback(lambda exc: log.error("QoS 0 message lost by Kafka: %s", exc))
 
-    def _record_of(self, msg: MqttMessage) -> Written | None:
-        """What goes to Kafka for a message: its raw event, its dead letter, or nothing (an
-        activity its device already reported within `coalesce_activity_s`)."""
+    def _records_of(self, msg: MqttMessage) -> list[Written]:
+        """What goes to Kafka for a message: its raw event (and, from a Sparkplug host, the
+        wills of a dead node's devices), its dead letter, or nothing (an activity its device
+        already reported within `coalesce_activity_s`)."""
         record = self.translator.translate(msg)
-        if isinstance(record, ConnectionEvent):
-            if not self.coalescer.admit(record):
-                return None
-            headers = kafka_headers(msg)
-            return self.settings.kafka.raw_topic, record.device.encode(), _encode(record), headers
-        self._dead_letter(record)
-        return (
-            self.settings.kafka.dlq_topic,
-            msg.topic.encode(),
-            _encode(record),
-            kafka_headers(msg),
-        )
+        if not isinstance(record, ConnectionEvent):
+            self._dead_letter(record)
+            return [
+                (
+                    self.settings.kafka.dlq_topic,
+                    msg.topic.encode(),
+                    _encode(record),
+                    kafka_headers(msg),
+                )
+            ]
+        events = [record]
+        if record.source == "sparkplug" and self.sparkplug is not None:
+            events = self._as_sparkplug_host(msg, record)
+        headers = kafka_headers(msg)
+        raw = self.settings.kafka.raw_topic
+        return [
+            (raw, e.device.encode(), _encode(e), headers) for e in events if self.coalescer.admit(e)
+        ]
+
+    def _as_sparkplug_host(self, msg: MqttMessage, event: ConnectionEvent) -> list[ConnectionEvent]:
+        assert self.sparkplug is not None
+        parts = self.sparkplug.parts(msg.topic)
+        if parts is None:
+            return [event]
+        answer = self.host.observe(event, parts, self.sparkplug.node_id(parts))
+        if answer.rebirth is not None:
+            topic = self.sparkplug.command_topic(answer.rebirth)
+            log.info(
+                "asking Sparkplug edge node %r to rebirth (%s)", answer.rebirth.edge_node, topic
+            )
+            self.metrics.rebirth_requests.inc()
+            self.source.publish(topic, rebirth_payload(time.time_ns() // 1_000_000))
+        if len(answer.events) > 1:
+            log.info(
+                "Sparkplug %s of %r: %d device(s) offline with it",
+                parts.message_type,
+                event.device,
+                len(answer.events) - 1,
+            )
+        return answer.events
 
     def _dead_letter_of(self, msg: MqttMessage, reason: str, detail: str) -> Written:
         record = dead_letter(msg, reason, detail)

@@ -51,6 +51,13 @@ class BridgeSettings(FileTableSettings):
         1000, ge=1, le=65535, description="QoS 1 messages in flight to us (the ack window)"
     )
     shared_group: str | None = Field(None, description="subscribe as $share/<group>/<filter>")
+    sparkplug_host_id: str | None = Field(
+        None,
+        description="publish Sparkplug 3.0 host STATE as this primary host id (spBv1.0/STATE/<id>)",
+    )
+    sparkplug_rebirth_interval_s: float = Field(
+        30.0, ge=0, description="ask an unknown Sparkplug edge node to rebirth at most this often"
+    )
     profiles: list[ProfileSettings] = Field(default_factory=lambda: [JsonProfileSettings()])  # type: ignore[arg-type]
     max_payload_bytes: int = Field(64 * 1024, gt=0)
     coalesce_activity_s: float = Field(
@@ -101,6 +108,19 @@ class BridgeSettings(FileTableSettings):
             netloc += f":{parsed.port}"
         data["mqtt_url"] = parsed._replace(netloc=netloc).geturl()
         return data
+
+    @model_validator(mode="after")
+    def _sparkplug_needs_every_message(self) -> BridgeSettings:
+        if self.shared_group and any(p.kind == "sparkplug" for p in self.profiles):
+            raise ValueError(
+                "a Sparkplug host needs every message of an edge node, in order (its devices, "
+                "its death, its rebirths); a shared subscription splits them among bridges: "
+                "run the sparkplug profile in a bridge without shared_group"
+            )
+        host = self.sparkplug_host_id
+        if host is not None and (not host.strip() or any(c in host for c in "+#/")):
+            raise ValueError("sparkplug_host_id must be a topic level without +, # or /")
+        return self
 
     @field_validator("mqtt_url")
     @classmethod

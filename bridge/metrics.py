@@ -24,6 +24,11 @@ class BridgeMetrics:
             "activity messages acknowledged without a record (one was sent within the interval)",
             registry=r,
         )
+        self.rebirth_requests = Counter(
+            "presence_bridge_sparkplug_rebirth_requests",
+            "NCMD rebirth requests sent to Sparkplug edge nodes whose NBIRTH was not seen",
+            registry=r,
+        )
         self.produced = Counter(
             "presence_bridge_records_produced",
             "records Kafka acknowledged (raw events and dead letters)",

@@ -1,6 +1,10 @@
 """The MQTT side of the bridge (paho-mqtt, callback API 2): a persistent MQTT 5 session.
 
-Clean Start = 0 with a Session Expiry Interval, QoS 1 subscriptions, manual acknowledgements. paho
+Clean Start = 0 with a Session Expiry Interval, QoS 1 subscriptions, manual acknowledgements.
+As a Sparkplug primary host (`sparkplug_host_id`), it also keeps the host's STATE: Sparkplug 3.0
+host birth and death, `{"online": true|false, "timestamp": T}` retained at QoS 1 on
+`spBv1.0/STATE/<host id>`, the death registered as the will of each connection and published
+before a clean disconnect, both with the timestamp T of that connection's will. paho
 callbacks only translate what they get into calls on a `Listener`; errors that must stop the bridge
 (a refused subscription, a session taken over) are kept and raised from `loop()`, on the caller's
 thread, never lost on paho's.
@@ -8,6 +12,7 @@ thread, never lost on paho's.
 
 from __future__ import annotations
 
+import json
 import logging
 import select
 import socket
@@ -60,6 +65,9 @@ class MqttSource:
         self._leaving = False
         self._losses: list[float] = []
         self.delivered = 0  # PUBLISH packets handed to the listener
+        host = settings.sparkplug_host_id
+        self.state_topic = f"spBv1.0/STATE/{host}" if host else None
+        self._state_ts = 0  # the timestamp of this connection's STATE will
         self.subscribed = threading.Event()  # the broker granted every subscription
         self._pending_subs: dict[int, list[str]] = {}
         client = mqtt.Client(
@@ -90,6 +98,11 @@ class MqttSource:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.settings.session_expiry_s
         props.ReceiveMaximum = self.settings.receive_maximum
+        if self.state_topic is not None:
+            self._state_ts = time.time_ns() // 1_000_000
+            self.client.will_set(
+                self.state_topic, state_payload(False, self._state_ts), qos=1, retain=True
+            )
         self.client.connect(
             self.settings.mqtt_host,
             self.settings.mqtt_port,
@@ -136,11 +149,17 @@ class MqttSource:
     def ack(self, mid: int, qos: int) -> None:
         self.client.ack(mid, qos)
 
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Send a message of our own (a Sparkplug rebirth request, the host STATE)."""
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+
     def disconnect(self) -> None:
         """Leave on purpose; the session (and every unacknowledged message) stays at the broker."""
         self._leaving = True
         try:
             if self.connected:
+                if self.state_topic is not None:  # a clean leave: no will, so say it ourselves
+                    self.publish(self.state_topic, state_payload(False, self._state_ts), 1, True)
                 self.client.disconnect()
                 for _ in range(10):  # write the DISCONNECT out
                     if (
@@ -202,6 +221,8 @@ class MqttSource:
             )
         else:
             log.info("subscribed to %s (QoS 1)", ", ".join(filters))
+            if self.state_topic is not None:  # born as a host once we hear what it starts
+                self.publish(self.state_topic, state_payload(True, self._state_ts), 1, True)
             self.subscribed.set()
 
     def _on_disconnect(
@@ -257,3 +278,8 @@ class MqttSource:
         )
         self.delivered += 1
         self.listener.on_mqtt_message(msg, message.mid)
+
+
+def state_payload(online: bool, timestamp: int) -> bytes:
+    """A Sparkplug 3.0 host STATE payload (JSON, two keys)."""
+    return json.dumps({"online": online, "timestamp": timestamp}, separators=(",", ":")).encode()

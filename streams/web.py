@@ -51,6 +51,7 @@ def status_view(state: DeviceState) -> dict[str, Any] | None:
         "session": change.session,
         "flapping": change.flapping,
         "sleeping": change.sleeping,
+        "cause": change.cause,
         "verified": change.verified,
         "current_session": state.session,  # the connection the device is on now
     }

@@ -146,4 +146,7 @@ class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
     verified: bool  # True when a session token backs the decision
     suppressed: int  # raw events since the previous change that changed nothing downstream
     sleeping: bool = False  # an offline that is a sleep (the device said so, or its class)
+    # The broker's or host's own word for an offline, when the event gave one: a Sparkplug host's
+    # `node_death` / `node_rebirth`, EMQX's `keepalive_timeout`, `kicked`, ...
+    cause: str | None = None
     schema_version: int = STATUS_SCHEMA_VERSION

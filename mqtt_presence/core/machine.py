@@ -220,6 +220,7 @@ def last_change(state: DeviceState) -> StatusChange | None:
         verified=state.verified,
         suppressed=state.last_suppressed,
         sleeping=state.sleeping,
+        cause=state.cause,
     )
 
 
@@ -412,7 +413,18 @@ def _on_close(
         s.session_open = False
         if notes is not None and s.observed is not Status.OFFLINE:
             notes.append(f"{e.kind} without a session closes the current one (receive order)")
-        _observe(s, Status.OFFLINE, now, reason, False, config, changes, notes, sleeping=asleep)
+        _observe(
+            s,
+            Status.OFFLINE,
+            now,
+            reason,
+            False,
+            config,
+            changes,
+            notes,
+            sleeping=asleep,
+            cause=e.reason,
+        )
         return
     if token == s.session:
         if not s.session_open:
@@ -430,7 +442,18 @@ def _on_close(
         s.closed_time = e.event_time
         if notes is not None:
             notes.append(f"{e.kind} closes session {token!r}")
-        _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes, sleeping=asleep)
+        _observe(
+            s,
+            Status.OFFLINE,
+            now,
+            reason,
+            True,
+            config,
+            changes,
+            notes,
+            sleeping=asleep,
+            cause=e.reason,
+        )
         return
     never_born = token not in s.known_sessions
     if s.session is None or (s.session_open and never_born and _will_is_newer(s, token, e)):
@@ -444,7 +467,18 @@ def _on_close(
                 f"{e.kind} for session {token!r} came before its birth: "
                 "the session is over and its late birth will not revive it"
             )
-        _observe(s, Status.OFFLINE, now, reason, True, config, changes, notes, sleeping=asleep)
+        _observe(
+            s,
+            Status.OFFLINE,
+            now,
+            reason,
+            True,
+            config,
+            changes,
+            notes,
+            sleeping=asleep,
+            cause=e.reason,
+        )
         return
     if never_born and token not in s.born_dead:
         s.born_dead = (*s.born_dead, token)[-config.known_sessions :]
@@ -505,6 +539,7 @@ def _observe(
     notes: Notes,
     delay: int | None = None,
     sleeping: bool = False,
+    cause: str | None = None,
 ) -> None:
     """The raw events say the device is now `status` (asleep, when `sleeping`): damp, debounce
     or emit. A sleep is not a flap: it adds no damping penalty."""
@@ -517,6 +552,7 @@ def _observe(
     s.observed, s.observed_since = status, at
     s.observed_reason, s.observed_verified = reason, verified
     s.observed_sleeping = sleeping
+    s.observed_cause = cause
     damping = config.damping
     if status is Status.OFFLINE and previous is Status.ONLINE and damping.enabled and not sleeping:
         penalty = damping.decay(s.penalty, at - s.penalty_at) + damping.penalty
@@ -640,7 +676,7 @@ def _emit(
 ) -> None:
     s.version += 1
     s.status, s.flapping, s.since, s.sleeping = status, flapping, since, sleeping
-    s.reason, s.verified = reason, verified
+    s.reason, s.verified, s.cause = reason, verified, s.observed_cause  # emitted = observed
     s.decided_at, s.last_session, s.last_suppressed = decided_at, s.session, s.suppressed
     changes.append(
         StatusChange(
@@ -655,6 +691,7 @@ def _emit(
             verified=verified,
             suppressed=s.suppressed,
             sleeping=sleeping,
+            cause=s.cause,
         )
     )
     s.suppressed = 0

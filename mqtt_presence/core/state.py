@@ -60,6 +60,8 @@ class DeviceState(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     sleeping: bool = False  # the emitted offline is a sleep
     observed_sleeping: bool = False  # the observed offline is a sleep
     device_class: str | None = None  # the [[presence.classes]] entry it belongs to
+    cause: str | None = None  # the emitted change's cause (a broker's or host's word)
+    observed_cause: str | None = None
 
 
 _encoder = msgspec.json.Encoder()

@@ -107,8 +107,16 @@ def test_the_documented_device_conventions_end_to_end_with_their_default_topics(
             for sample in spec["samples"]:
                 if "reason" in sample:
                     continue
-                device = f"{sample['device']}-{tag}"  # this run's devices, whatever else runs
-                pub.publish(sample["topic"].replace(sample["device"], device), sample["payload"])
+                if spec["kind"] == "sparkplug":  # the id is <group>/<node>[/<device>]: a node
+                    node = f"edge-1-{tag}"  # of this run's, whatever else runs
+                    device = sample["device"].replace("edge-1", node)
+                    topic = sample["topic"].replace("/edge-1", f"/{node}")
+                    payload = bytes.fromhex(sample["payload_hex"])
+                else:
+                    device = f"{sample['device']}-{tag}"  # this run's devices
+                    topic = sample["topic"].replace(sample["device"], device)
+                    payload = sample["payload"].encode()
+                pub.publish(topic, payload)
                 expected[device, sample["event"]] = spec["kind"]
                 sent += 1
         pub.close()

@@ -9,10 +9,12 @@ import base64
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -21,10 +23,17 @@ from typing import Any
 
 import jsonschema
 import msgspec
+import paho.mqtt.client as mqtt
 import pytest
 from kafka import KafkaProducer
 
 from mqtt_presence.bridge.app import Bridge
+from mqtt_presence.bridge.profiles.sparkplug import (
+    REBIRTH_METRIC,
+    Payload,
+    encode_device_payload,
+    encode_payload,
+)
 from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, StatusChange
 from mqtt_presence.core.records import schema_path
 from mqtt_presence.sim.mqtt_device import MqttDevice
@@ -77,7 +86,7 @@ class Pipeline:
             return 0, {"error": repr(err)}
 
     def status_of(self, device: str) -> dict[str, Any] | None:
-        code, body = self.get(f"/devices/{device}")
+        code, body = self.get(f"/devices/{urllib.parse.quote(device, safe='')}")
         return body if code == 200 else None
 
     def changes(
@@ -821,3 +830,113 @@ def test_device_classes_and_sleep_through_mosquitto_bridge_and_worker(
             pub.close()
     finally:
         workers.stop_all()
+
+
+class Watcher:
+    """A real MQTT client that keeps every message of its subscriptions."""
+
+    def __init__(self, stack: StackInfo, *filters: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []  # topic, payload, retain
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda _c, _u, m: self.messages.append(
+            (m.topic, bytes(m.payload), m.retain)
+        )
+        self.client.connect(stack.mqtt_host, stack.mqtt_port)
+        for f in filters:
+            self.client.subscribe(f, qos=1)
+        self.client.loop_start()
+
+    def of(self, topic: str) -> list[bytes]:
+        return [payload for t, payload, _ in list(self.messages) if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_sparkplug_node_death_takes_its_devices_offline_through_the_real_pipeline(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    # Sparkplug 3.0 host rules, end to end: a primary host's STATE (spBv1.0/STATE/<id>, JSON
+    # {"online", "timestamp"}, retained, its will the same with online false and the same
+    # timestamp); "Immediately after receiving an NDEATH from an Edge Node, Host Applications MUST
+    # mark all Sparkplug Devices associated with the Edge Node as offline"; and a rebirth request
+    # (NCMD `Node Control/Rebirth`) to a node whose NBIRTH was not seen.
+    workers = Workers(stack, tmp_path, grace_ms=500)
+    prefix = workers.topics["prefix"]
+    host_id = f"host-{prefix}"
+    state_topic = f"spBv1.0/STATE/{host_id}"
+    settings = workers.bridge_settings(
+        profiles=[
+            {"kind": "sparkplug", "topic": f"{prefix}/spBv1.0/{{group}}/{{event}}/{{device}}"}
+        ],
+        sparkplug_host_id=host_id,
+    )
+    ns = f"{prefix}/spBv1.0/plant"
+    watcher = Watcher(stack, state_topic, f"{ns}/NCMD/#")
+    edge = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{prefix}", protocol=mqtt.MQTTv5
+    )
+    now = int(time.time() * 1000)
+    edge.will_set(f"{ns}/NDEATH/edge-1", encode_payload(0, now), qos=1)
+    try:
+        port = workers.start()
+        with running_bridge(settings) as bridge:
+            wait_for(lambda: watcher.of(state_topic), 20, "the host's STATE")
+            online = json.loads(watcher.of(state_topic)[-1])
+            assert online["online"] is True
+            assert isinstance(online["timestamp"], int)
+            edge.connect(stack.mqtt_host, stack.mqtt_port, keepalive=5)
+            edge.loop_start()
+            for topic, payload in (
+                (f"{ns}/NBIRTH/edge-1", encode_payload(0, now, seq=0)),
+                (f"{ns}/DBIRTH/edge-1/pump-1", encode_device_payload(now, seq=1)),
+                (f"{ns}/DBIRTH/edge-1/pump-2", encode_device_payload(now, seq=2)),
+            ):
+                edge.publish(topic, payload, qos=1).wait_for_publish(10)
+            p = Pipeline(stack, bridge, port, workers.topics)
+            devices = ("plant/edge-1", "plant/edge-1/pump-1", "plant/edge-1/pump-2")
+            wait_for(
+                lambda: all((p.status_of(d) or {}).get("status") == "online" for d in devices),
+                30,
+                "the node and its two devices online",
+            )
+            edge.loop_stop()  # the edge node loses power: no DISCONNECT, the broker sends NDEATH
+            sock = edge.socket()
+            assert isinstance(sock, socket.socket)
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            wait_for(
+                lambda: all((p.status_of(d) or {}).get("status") == "offline" for d in devices),
+                30,
+                "the node and both devices offline after its NDEATH",
+            )
+            pumps = [c for c in p.changes() if c.device.endswith(("pump-1", "pump-2"))]
+            assert [c.status.value for c in pumps if c.device.endswith("pump-1")] == [
+                "online",
+                "offline",
+            ]
+            # the reason says so: a will, caused by the node's death
+            offline = [c for c in pumps if c.status.value == "offline"]
+            assert {(c.reason.value, c.cause) for c in offline} == {("will", "node_death")}
+            assert (p.status_of("plant/edge-1/pump-2") or {}).get("cause") == "node_death"
+            # another node talks without having been seen born: the host asks it to rebirth
+            pub = Publisher(stack)
+            pub.publish(f"{ns}/DDATA/edge-2/fan", encode_device_payload(now + 1))
+            wait_for(lambda: watcher.of(f"{ns}/NCMD/edge-2"), 20, "a rebirth request")
+            request = Payload()
+            request.ParseFromString(watcher.of(f"{ns}/NCMD/edge-2")[0])
+            assert [(m.name, m.boolean_value) for m in request.metrics] == [(REBIRTH_METRIC, True)]
+            pub.close()
+        # a clean stop says offline itself, with the timestamp of its birth, retained
+        wait_for(lambda: len(watcher.of(state_topic)) >= 2, 20, "the host's offline STATE")
+        offline = json.loads(watcher.of(state_topic)[-1])
+        assert offline == {"online": False, "timestamp": online["timestamp"]}
+        late = Watcher(stack, state_topic)  # a node connecting now reads the retained STATE
+        wait_for(lambda: late.of(state_topic), 10, "the retained STATE")
+        assert json.loads(late.of(state_topic)[-1])["online"] is False
+        late.close()
+    finally:
+        watcher.close()
+        workers.stop_all()
+        Publisher(stack).publish(state_topic, b"", retain=True)  # leave no retained message

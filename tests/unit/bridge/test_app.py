@@ -21,6 +21,13 @@ from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.config import BridgeSettings, load_bridge_settings
 from mqtt_presence.bridge.message import MqttMessage
 from mqtt_presence.bridge.mqtt_source import Listener
+from mqtt_presence.bridge.profiles.sparkplug import (
+    REBIRTH_METRIC,
+    Payload,
+    encode_device_payload,
+    encode_payload,
+)
+from mqtt_presence.settings import ConfigError
 
 
 @dataclass
@@ -88,6 +95,7 @@ class Mqtt:
 
     inbox: deque[tuple[MqttMessage, int]] = field(default_factory=deque)
     acked: list[int] = field(default_factory=list)
+    published: list[tuple[str, bytes]] = field(default_factory=list)
     connects: int = 0
     disconnects: int = 0
     drop_connection: bool = False
@@ -127,6 +135,9 @@ class Source:
 
     def ack(self, mid: int, qos: int) -> None:
         self.mqtt.acked.append(mid)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.mqtt.published.append((topic, payload))
 
     def disconnect(self) -> None:
         self.mqtt.disconnects += 1
@@ -259,3 +270,56 @@ def test_telemetry_is_one_record_per_interval_and_every_message_is_acknowledged(
     assert mqtt.acked == list(range(1, 13))  # in arrival order, the coalesced ones included
     assert b.metrics.coalesced._value.get() == 9
     assert b.metrics.produced._value.get() == 3
+
+
+def test_a_sparkplug_node_death_is_acknowledged_once_every_device_will_is_in_kafka(
+    make_bridge: Make,
+) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, profiles=[{"kind": "sparkplug"}])
+    messages = [
+        ("spBv1.0/plant/NBIRTH/edge-1", encode_payload(1, 1_000, seq=0)),
+        ("spBv1.0/plant/DBIRTH/edge-1/pump-1", encode_device_payload(1_001)),
+        ("spBv1.0/plant/DBIRTH/edge-1/pump-2", encode_device_payload(1_002)),
+        ("spBv1.0/plant/NDEATH/edge-1", encode_payload(1, 1_003)),
+    ]
+    for mid, (topic, payload) in enumerate(messages, start=1):
+        mqtt.inbox.append((MqttMessage(topic, payload, 1_000 + mid), mid))
+    b.turn()
+    assert [w.key for w in kafka.writes] == [
+        b"plant/edge-1",
+        b"plant/edge-1/pump-1",
+        b"plant/edge-1/pump-2",
+        b"plant/edge-1",  # the NDEATH, then its devices' wills
+        b"plant/edge-1/pump-1",
+        b"plant/edge-1/pump-2",
+    ]
+    for write in kafka.writes[:5]:
+        write.succeed()
+    b.turn()
+    assert mqtt.acked == [1, 2, 3]  # the NDEATH waits for its last device's will
+    kafka.writes[5].succeed()
+    b.turn()
+    assert mqtt.acked == [1, 2, 3, 4]
+    assert mqtt.published == []  # the node was seen born: no rebirth asked
+
+
+def test_data_from_a_sparkplug_node_never_seen_born_asks_it_to_rebirth(make_bridge: Make) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, profiles=[{"kind": "sparkplug"}])
+    mqtt.inbox.append(
+        (MqttMessage("spBv1.0/plant/DDATA/edge-7/pump", encode_device_payload(5), 5), 1)
+    )
+    b.turn()
+    ((topic, payload),) = mqtt.published
+    assert topic == "spBv1.0/plant/NCMD/edge-7"
+    request = Payload()
+    request.ParseFromString(payload)
+    assert [(m.name, m.boolean_value) for m in request.metrics] == [(REBIRTH_METRIC, True)]
+    assert b.metrics.rebirth_requests._value.get() == 1
+    assert len(kafka.writes) == 1  # its data still counts as a sign of life
+
+
+def test_sparkplug_through_a_shared_subscription_is_refused() -> None:
+    with pytest.raises(ConfigError, match="shared subscription splits them"):
+        load_bridge_settings({}, profiles=[{"kind": "sparkplug"}], shared_group="g")

@@ -36,7 +36,16 @@ def translator(kind: str) -> Translator:
 
 def test_every_availability_kind_has_a_sample_file() -> None:
     kinds = {load(f)["kind"] for f in FILES}
-    assert {"zigbee2mqtt", "tasmota", "esphome", "shelly", "homie", "emqx", "activity"} <= kinds
+    assert {
+        "zigbee2mqtt",
+        "tasmota",
+        "esphome",
+        "shelly",
+        "homie",
+        "emqx",
+        "activity",
+        "sparkplug",
+    } <= kinds
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -46,7 +55,12 @@ def test_documented_payloads_become_the_documented_events(path: Path) -> None:
     translate = translator(spec["kind"]).translate
     for sample in spec["samples"]:
         assert sample["source"].startswith("https://"), sample
-        msg = MqttMessage(sample["topic"], sample["payload"].encode(), 1_700_000_000_000)
+        payload = (
+            bytes.fromhex(sample["payload_hex"])
+            if "payload_hex" in sample
+            else sample["payload"].encode()
+        )
+        msg = MqttMessage(sample["topic"], payload, 1_700_000_000_000)
         out = translate(msg)
         if "reason" in sample:
             assert isinstance(out, DeadLetterRecord), (sample, out)

@@ -14,7 +14,11 @@ from mqtt_presence.bridge.profiles.emqx import EmqxProfileSettings
 from mqtt_presence.bridge.profiles.homie import HomieProfileSettings
 from mqtt_presence.bridge.profiles.json_status import JsonProfileSettings
 from mqtt_presence.bridge.profiles.plain import PlainProfileSettings
-from mqtt_presence.bridge.profiles.sparkplug import SparkplugProfileSettings, encode_payload
+from mqtt_presence.bridge.profiles.sparkplug import (
+    SparkplugProfileSettings,
+    encode_device_payload,
+    encode_payload,
+)
 from mqtt_presence.bridge.topics import TopicPattern
 from mqtt_presence.bridge.translate import Translator
 from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
@@ -227,7 +231,31 @@ def test_sparkplug_nbirth_ndeath_with_bdseq() -> None:
         "spBv1.0/+/NBIRTH/+",
         "spBv1.0/+/NDEATH/+",
         "spBv1.0/+/NDATA/+",
+        "spBv1.0/+/DBIRTH/+/+",
+        "spBv1.0/+/DDEATH/+/+",
+        "spBv1.0/+/DDATA/+/+",
     ]
+
+
+def test_sparkplug_devices_behind_a_node_are_devices_of_their_own() -> None:
+    # Sparkplug 3.0 topic namespace: spBv1.0/<group_id>/<message_type>/<edge_node_id>/<device_id>
+    # for DBIRTH, DDEATH, DDATA; device messages carry no bdSeq.
+    s = SparkplugProfileSettings()
+    birth = event(s, msg("spBv1.0/plant/DBIRTH/edge-1/pump-3", encode_device_payload(T, seq=1)))
+    assert (birth.device, birth.kind, birth.session, birth.event_time) == (
+        "plant/edge-1/pump-3",
+        EventKind.BIRTH,
+        None,
+        T,
+    )
+    death = event(s, msg("spBv1.0/plant/DDEATH/edge-1/pump-3", encode_device_payload(T + 5)))
+    assert (death.device, death.kind) == ("plant/edge-1/pump-3", EventKind.WILL)
+    data = event(s, msg("spBv1.0/plant/DDATA/edge-1/pump-3", encode_device_payload(T + 9)))
+    assert data.kind is EventKind.ACTIVITY
+    # a node message type on a device topic, and a device type on a node topic, are refused
+    assert dead(s, msg("spBv1.0/plant/NBIRTH/edge-1/pump-3", b"")).reason == "unknown_topic"
+    assert dead(s, msg("spBv1.0/plant/DBIRTH/edge-1", b"")).reason == "unknown_topic"
+    assert dead(s, msg("spBv1.0/plant/NCMD/edge-1", b"")).reason == "unknown_topic"
 
 
 # --- the translator -------------------------------------------------------------------------------
