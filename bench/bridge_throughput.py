@@ -37,7 +37,14 @@ from kafka.admin import NewTopic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.common import Figures, add_common_args, bench_stack, p50_p99, run_bench
+from bench.common import (
+    Figures,
+    add_common_args,
+    bench_stack,
+    fast_publisher,
+    p50_p99,
+    run_bench,
+)
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.config import load_bridge_settings
 from mqtt_presence.kafka_topics import read_from_beginning
@@ -85,17 +92,7 @@ def publish_burst(
             return f"{prefix}/{device}/status", payload(status)
         return f"{prefix}/{device}/SENSOR", TELEMETRY
 
-    c = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"pub-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
-    )
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.connect(info.mqtt_host, info.mqtt_port)
-    c.loop_start()
-    while not c.is_connected():
-        time.sleep(0.01)
+    c = fast_publisher(info)
     start = time.perf_counter()
     for chunk in range(0, n, 5_000):  # wait per chunk: paho's own queue stays small
         infos = [c.publish(*message(i), qos=1) for i in range(chunk, min(n, chunk + 5_000))]

@@ -10,12 +10,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import paho.mqtt.client as mqtt
 
 from mqtt_presence import bench_report
 from mqtt_presence.bench_report import BenchReport, Figure
@@ -110,6 +112,22 @@ def bench_stack(home_arg: Path | None) -> Iterator[tuple[StackInfo, Path]]:
             stack.down()
         if home_arg is None:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def fast_publisher(info: StackInfo) -> mqtt.Client:
+    """A connected paho client for bursts: 1,000 QoS 1 messages in flight, no queue limit."""
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"pub-{uuid.uuid4().hex[:6]}",
+        protocol=mqtt.MQTTv5,
+    )
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect(info.mqtt_host, info.mqtt_port)
+    c.loop_start()
+    while not c.is_connected():
+        time.sleep(0.01)
+    return c
 
 
 def p50_p99(values: list[float]) -> tuple[float, float]:

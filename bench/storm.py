@@ -33,7 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from kafka import KafkaConsumer
 
-from bench.common import Figures, bench_stack, run_bench
+from bench.common import Figures, bench_stack, fast_publisher, run_bench
 from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
 from mqtt_presence.settings import render_config
 from mqtt_presence.sim.mqtt_device import MqttDevice, status_payload
@@ -43,21 +43,6 @@ from mqtt_presence.worker_process import WorkerProcess
 
 PARTITIONS = 8
 GRACE_MS = 5_000
-
-
-def publisher(info: StackInfo) -> mqtt.Client:
-    c = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"storm-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
-    )
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.connect(info.mqtt_host, info.mqtt_port)
-    c.loop_start()
-    while not c.is_connected():
-        time.sleep(0.01)
-    return c
 
 
 def publish_all(c: mqtt.Client, messages: list[tuple[str, bytes]]) -> None:
@@ -216,7 +201,7 @@ def storm(
     rnd = random.Random(1)
     gone = set(rnd.sample(names[real:], int(n * args.gone)))
     topic = f"storm-{tag}/{{}}/status"
-    pub = publisher(info)
+    pub = fast_publisher(info)
     clients: list[MqttDevice] = []
     want = {d: ("offline" if d in gone else "online") for d in names}
     tail = StatusTail(info, topics["status"], want)

@@ -31,7 +31,8 @@ class BridgeMetrics:
         )
         self.produced = Counter(
             "presence_bridge_records_produced",
-            "records Kafka acknowledged (raw events and dead letters)",
+            "messages whose records Kafka acknowledged (raw events and dead letters; a Sparkplug "
+            "NDEATH and its devices' wills count once)",
             registry=r,
         )
         self.acknowledged = Counter(

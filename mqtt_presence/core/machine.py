@@ -389,6 +389,13 @@ def _on_close(
     reason = REASON_OF_KIND[e.kind]
     token = e.session
     asleep = e.sleeping or (config.sleeps and e.kind is EventKind.OFFLINE)
+
+    def offline(verified: bool) -> None:
+        _observe(
+            s, Status.OFFLINE, now, reason, verified, config, changes, notes, sleeping=asleep,
+            cause=e.reason,
+        )  # fmt: skip
+
     if e.kind is EventKind.DISCONNECTED and e.reason in config.superseded_reasons:
         if token is not None and token != s.session and token not in s.known_sessions:
             s.known_sessions = (*s.known_sessions, token)[-config.known_sessions :]
@@ -413,18 +420,7 @@ def _on_close(
         s.session_open = False
         if notes is not None and s.observed is not Status.OFFLINE:
             notes.append(f"{e.kind} without a session closes the current one (receive order)")
-        _observe(
-            s,
-            Status.OFFLINE,
-            now,
-            reason,
-            False,
-            config,
-            changes,
-            notes,
-            sleeping=asleep,
-            cause=e.reason,
-        )
+        offline(verified=False)
         return
     if token == s.session:
         if not s.session_open:
@@ -442,18 +438,7 @@ def _on_close(
         s.closed_time = e.event_time
         if notes is not None:
             notes.append(f"{e.kind} closes session {token!r}")
-        _observe(
-            s,
-            Status.OFFLINE,
-            now,
-            reason,
-            True,
-            config,
-            changes,
-            notes,
-            sleeping=asleep,
-            cause=e.reason,
-        )
+        offline(verified=True)
         return
     never_born = token not in s.known_sessions
     if s.session is None or (s.session_open and never_born and _will_is_newer(s, token, e)):
@@ -467,18 +452,7 @@ def _on_close(
                 f"{e.kind} for session {token!r} came before its birth: "
                 "the session is over and its late birth will not revive it"
             )
-        _observe(
-            s,
-            Status.OFFLINE,
-            now,
-            reason,
-            True,
-            config,
-            changes,
-            notes,
-            sleeping=asleep,
-            cause=e.reason,
-        )
+        offline(verified=True)
         return
     if never_born and token not in s.born_dead:
         s.born_dead = (*s.born_dead, token)[-config.known_sessions :]

@@ -122,22 +122,9 @@ def test_a_flapper_is_damped_and_the_naive_consumer_sends_every_flap() -> None:
     damped = next(line for line in feed if line.decision is Decision.DAMPED)
     assert damped.naive.startswith("OFFLINE: its update number ")
     assert story.naive_updates[flapper.name] == 16
-    assert sum(story.clean_updates.values()) == 0  # no worker output fed in this test
-
-
-def test_times_in_the_cores_reasons_read_as_times_of_day() -> None:
-    flapper = device("demo-x-dev-0006", Fate.FLAPPER, (s(0), None))
-    story = story_of(flapper)
-    events = []
-    for i in range(8):
-        events += [
-            ev(flapper.name, "birth", i * 1_000 + 100, i + 1),
-            ev(flapper.name, "will", i * 1_000 + 600, i + 1),
-        ]
-    feed = play(story, events, until_ms=10_000)
-    damped = next(line for line in feed if line.decision is Decision.DAMPED)
-    assert str(T0)[:6] not in damped.why  # no raw epoch milliseconds on screen
+    # the core's reason, with its times read as times of day, not epoch milliseconds
     assert "damped until" in damped.why
+    assert str(T0)[:6] not in damped.why
 
 
 def test_every_rule_names_a_decision_and_routine_reasons_are_not_shown() -> None:
