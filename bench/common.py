@@ -135,16 +135,21 @@ def p50_p99(values: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def worker_events(port: int) -> float:
-    """The `presence_worker_events_total` a worker's /metrics shows (0 while it does not answer)."""
+def metric(port: int, name: str) -> float:
+    """A counter from a process's `/metrics` (0 when absent, -1 while it does not answer)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith("presence_worker_events_total "):
+                if line.startswith(name + " "):
                     return float(line.split()[1])
+        return 0.0
     except OSError:
-        pass
-    return 0.0
+        return -1.0
+
+
+def worker_events(port: int) -> float:
+    """The `presence_worker_events_total` a worker's /metrics shows (0 while it does not answer)."""
+    return max(metric(port, "presence_worker_events_total"), 0.0)
 
 
 def events_rate(

@@ -33,8 +33,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from kafka import KafkaConsumer
 
-from bench.common import Figures, bench_stack, fast_publisher, run_bench
-from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
+from bench.common import Figures, bench_stack, fast_publisher, metric, run_bench
+from mqtt_presence.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
 from mqtt_presence.settings import render_config
 from mqtt_presence.sim.mqtt_device import MqttDevice, status_payload
 from mqtt_presence.stack import StackInfo
@@ -87,18 +87,6 @@ def start_bridges(
                 raise SystemExit(f"a bridge did not start; see {home}/bridge-{tag}-*.log")
             time.sleep(0.2)
     return out
-
-
-def metric(port: int, name: str) -> float:
-    """A counter from a process's /metrics (-1 while it does not answer)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-        return 0.0
-    except OSError:
-        return -1.0
 
 
 def fleet(port: int) -> dict[str, int]:
@@ -159,20 +147,6 @@ class StatusTail:
         self._stop.set()
         self._thread.join(10)
         self._consumer.close()
-
-
-def count_records(info: StackInfo, topic: str) -> int:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=info.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3_000,
-    )
-    try:
-        return sum(1 for _ in consumer)
-    finally:
-        consumer.close()
 
 
 def storm(
@@ -271,7 +245,7 @@ def storm(
         acked = sum(
             metric(p, "presence_bridge_messages_acknowledged_total") for _, p in bridge_procs
         )
-        raw = count_records(info, topics["raw"])
+        raw = len(read_from_beginning(info.kafka_bootstrap, topics["raw"]))
         return {
             "devices": n,
             "storm_messages_in": storm_in,

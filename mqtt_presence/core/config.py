@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 
@@ -178,11 +179,9 @@ class DeviceClass(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     config: PresenceConfig
 
 
+@functools.cache
 def _glob(pattern: str) -> re.Pattern[str]:
-    return _GLOBS.get(pattern) or _GLOBS.setdefault(pattern, re.compile(fnmatch.translate(pattern)))
-
-
-_GLOBS: dict[str, re.Pattern[str]] = {}
+    return re.compile(fnmatch.translate(pattern))
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.client import topic_matches_sub as matches  # the broker-side rule, paho's
 from pydantic import TypeAdapter
 
 from mqtt_presence.bridge.message import MqttMessage
@@ -18,7 +19,6 @@ from mqtt_presence.bridge.translate import Translator
 from mqtt_presence.core import ConnectionEvent
 from mqtt_presence.core.events import PROFILE_KINDS
 from mqtt_presence.core.records import DeadLetterRecord
-from tests.unit.bridge.mqtt_filters import matches
 
 SAMPLES = Path(__file__).with_name("samples")
 FILES = sorted(SAMPLES.glob("*.toml"))

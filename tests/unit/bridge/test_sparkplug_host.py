@@ -13,7 +13,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mqtt_presence.bridge.message import MqttMessage
+from mqtt_presence.bridge.message import Invalid, MqttMessage
 from mqtt_presence.bridge.profiles.sparkplug import (
     REBIRTH_METRIC,
     Payload,
@@ -170,3 +170,57 @@ def test_every_device_will_is_for_a_device_born_in_the_session_that_ended(
             if current is not None and kind == "DDEATH":
                 born.discard(f"plant/edge-1/{device}")
         assert all(isinstance(e, ConnectionEvent) for e in answer.events)
+
+
+# As an adversary: any message type, odd node and device names, and payloads built, cut or random,
+# in any order. The host never fails, and a will it adds is only ever for a device behind the very
+# node that died or was reborn.
+LEVEL = st.text(st.characters(blacklist_characters="/+#\x00"), min_size=1, max_size=12)
+TYPES = ["NBIRTH", "NDEATH", "NDATA", "DBIRTH", "DDEATH", "DDATA", "NCMD", "STATE"]
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["node", "device", "random"]))
+    if kind == "node":
+        data = encode_payload(draw(st.integers(0, 2**64 - 1)), draw(st.integers(0, 2**64 - 1)))
+    elif kind == "device":
+        data = encode_device_payload(draw(st.integers(0, 2**64 - 1)))
+    else:
+        return draw(st.binary(max_size=60))
+    return data[: draw(st.integers(0, len(data)))]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(TYPES),
+            st.sampled_from(["edge-1", "edge-2"]) | LEVEL,
+            st.none() | LEVEL,
+            payloads(),
+        ),
+        max_size=30,
+    )
+)
+def test_no_message_sequence_breaks_the_host(
+    steps: list[tuple[str, str, str | None, bytes]],
+) -> None:
+    host = SparkplugHost()
+    for at, (kind, node, device, payload) in enumerate(steps, start=1):
+        topic = f"spBv1.0/plant/{kind}/{node}" + (f"/{device}" if device else "")
+        parts = PROFILE.parts(topic)
+        captures = PROFILE.pattern.match(topic)
+        if parts is None or captures is None:
+            continue
+        try:
+            event = PROFILE.translate(MqttMessage(topic, payload, at), captures)
+        except Invalid:
+            continue  # a dead letter with its reason
+        node_id = PROFILE.node_id(parts)
+        answer = host.observe(event, parts, node_id)
+        assert answer.events[0] is event
+        for will in answer.events[1:]:
+            assert will.kind is EventKind.WILL
+            assert will.device.startswith(node_id + "/")
+            assert will.reason in ("node_death", "node_rebirth")
+            assert will.received_at == at
