@@ -21,6 +21,7 @@ from mqtt_presence.settings import (
     FileTableSettings,
     KafkaSettings,
     refuse_moved_kafka_keys,
+    secret_from_file,
     split_kafka,
 )
 
@@ -40,6 +41,9 @@ class BridgeSettings(FileTableSettings):
     client_id: str = "presence-bridge"
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = Field(
+        default=None, description="read the MQTT password from this file (a mounted secret)"
+    )
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -82,6 +86,11 @@ class BridgeSettings(FileTableSettings):
         Path("~/.local/state/mqtt-presence/bridge"),
         description="where the bridge remembers a message that ended its process (None: off)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        return secret_from_file(data, "password", "password_file")
 
     @model_validator(mode="before")
     @classmethod

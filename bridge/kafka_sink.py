@@ -10,7 +10,12 @@ from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner
 
 from mqtt_presence.bridge.config import BridgeSettings
-from mqtt_presence.kafka_topics import declared_topics, ensure_topics
+from mqtt_presence.kafka_topics import (
+    check_access,
+    client_options,
+    declared_topics,
+    ensure_topics,
+)
 
 log = logging.getLogger(__name__)
 PARTITION_CACHE = 200_000  # device ids; cleared when full
@@ -56,9 +61,12 @@ class KafkaSink:
 
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
+        # A refused certificate or password ends the bridge with the reason (KafkaAccessError),
+        # instead of a retry storm that only says "Unable to bootstrap".
+        check_access(settings.kafka)
         # Raises NoBrokersAvailable when Kafka is not there: the caller retries with backoff.
         self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap,
+            **client_options(settings.kafka),
             client_id=f"{settings.client_id}-producer",
             acks="all",
             enable_idempotence=True,  # retries never duplicate or reorder within a partition
@@ -78,7 +86,7 @@ class KafkaSink:
         check the partitions of those that do."""
         declared = declared_topics(self.settings.kafka)
         ensure_topics(
-            self.settings.kafka.bootstrap,
+            self.settings.kafka,
             f"{self.settings.client_id}-admin",
             [declared["raw"], declared["dlq"]],
         )

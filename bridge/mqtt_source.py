@@ -103,13 +103,26 @@ class MqttSource:
             self.client.will_set(
                 self.state_topic, state_payload(False, self._state_ts), qos=1, retain=True
             )
-        self.client.connect(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=self.settings.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
+        try:
+            self.client.connect(
+                self.settings.mqtt_host,
+                self.settings.mqtt_port,
+                keepalive=self.settings.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
+        except ssl.SSLCertVerificationError as exc:  # retrying cannot make it trusted
+            raise BrokerRefusedError(
+                f"the MQTT broker at {self.settings.mqtt_url} has a certificate this bridge "
+                f"does not trust: {exc.verify_message} (tls_ca_file: "
+                f"{self.settings.tls_ca_file or 'the system CAs'})"
+            ) from None
+        except ssl.SSLError as exc:
+            raise BrokerRefusedError(
+                f"the MQTT broker at {self.settings.mqtt_url} ended the TLS handshake: "
+                f"{exc.reason or exc} (is it a TLS listener? does it want a client "
+                "certificate, tls_cert_file/tls_key_file?)"
+            ) from None
 
     def loop(self, timeout: float) -> bool:
         """One turn of the network loop; False when the connection is gone.

@@ -1,21 +1,174 @@
-"""Declaring Kafka topics up front (the brokers run with auto-create off): one place for the
-bridge and the workers."""
+"""Kafka's clients and topics for every part: how to connect (address and security, from the
+[kafka] table), and declaring topics up front (the brokers run with auto-create off)."""
 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from mqtt_presence.errors import PresenceError
 from mqtt_presence.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+# kafka-python's admin client logs its whole configuration at DEBUG, the SASL password in it:
+# its lines below INFO are never made, whatever the level of the root logger (`-v`, a test).
+logging.getLogger("kafka.admin.client").setLevel(logging.INFO)
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of a connection to Kafka (None for PLAINTEXT and SASL_PLAINTEXT): the
+    brokers' certificates verified against `ssl_cafile` (or the system's CAs), host names
+    checked unless switched off, a client certificate when one is given. One context for
+    kafka-python and for Faust's aiokafka, so both verify the same way."""
+    if not kafka.uses_tls:
+        return None
+    context = ssl.create_default_context(
+        cafile=str(kafka.ssl_cafile.expanduser()) if kafka.ssl_cafile else None
+    )
+    context.check_hostname = kafka.ssl_check_hostname
+    if kafka.ssl_certfile and kafka.ssl_keyfile:
+        context.load_cert_chain(
+            str(kafka.ssl_certfile.expanduser()), str(kafka.ssl_keyfile.expanduser())
+        )
+    return context
+
+
+def client_options(kafka: KafkaSettings | str) -> dict[str, Any]:
+    """kafka-python's connection options (producer, consumer, admin) for the [kafka] table, or
+    for a bare bootstrap address (tests and benchmarks on the plaintext local stack)."""
+    if isinstance(kafka, str):
+        return {"bootstrap_servers": kafka}
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap,
+        "security_protocol": kafka.security_protocol,
+    }
+    context = ssl_context(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None  # the settings refuse SASL without one
+        options |= {
+            "sasl_mechanism": kafka.sasl_mechanism,
+            "sasl_plain_username": kafka.sasl_username,
+            "sasl_plain_password": kafka.sasl_password.get_secret_value(),
+        }
+    return options
+
+
+class KafkaAccessError(PresenceError):
+    """Kafka refuses this client for good (a certificate, a password): retrying cannot help."""
+
+
+class _Captured(logging.Handler):
+    """kafka-python's reasons for a failed connection: it logs them and then raises a timeout
+    that does not say whether the broker was down or said no."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def check_access(kafka: KafkaSettings, timeout_s: float = 5.0) -> None:
+    """Raise KafkaAccessError, with the reason in the operator's words, when Kafka refuses this
+    client: a broker certificate that is not trusted (unknown CA, expired, another host name),
+    a client certificate the broker refuses, a wrong SASL user or password. Does nothing for a
+    plaintext connection or a Kafka that cannot be reached (that is retried, not refused)."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return
+    host, _, port = kafka.bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+    except OSError:
+        return  # unreachable: the caller retries
+    with sock:
+        context = ssl_context(kafka)
+        if context is not None:
+            _check_tls(context, sock, host, kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        # A refused login can also show as a dropped connection (the broker delays its answer
+        # to a failed authentication): ask again before calling it unreachable.
+        for _ in range(SASL_CHECKS):
+            if _sasl_accepted(kafka, timeout_s):
+                return
+
+
+SASL_CHECKS = 3
+
+
+def _sasl_accepted(kafka: KafkaSettings, timeout_s: float) -> bool:
+    """True when a client logs in; raises KafkaAccessError when Kafka says the login is
+    wrong; False when neither could be told (try again)."""
+    captured = _Captured()
+    logger = logging.getLogger("kafka")
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False  # its lines are the evidence here, not news for the log
+    logger.addHandler(captured)
+    try:
+        admin = KafkaAdminClient(
+            **client_options(kafka), bootstrap_timeout_ms=int(timeout_s * 1000)
+        )
+        admin.close()
+        return True
+    except KafkaError:
+        refusals = [m for m in captured.messages if "SaslAuthenticationFailed" in m]
+        if refusals:
+            said = refusals[0].split("SaslAuthenticationFailedError:")[-1].split(" (backoff")[0]
+            said = said.strip().rstrip(")'\"")
+            raise KafkaAccessError(
+                f"Kafka at {kafka.bootstrap} refused user {kafka.sasl_username!r} with "
+                f"{kafka.sasl_mechanism}: {said} (check sasl_username, sasl_password and "
+                "sasl_mechanism)"
+            ) from None
+        return False
+    finally:
+        logger.removeHandler(captured)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _check_tls(
+    context: ssl.SSLContext, sock: socket.socket, host: str, kafka: KafkaSettings
+) -> None:
+    where = f"Kafka at {kafka.bootstrap}"
+    try:
+        tls = context.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        raise KafkaAccessError(
+            f"{where} has a certificate this client does not trust: {exc.verify_message} "
+            f"(ssl_cafile: {kafka.ssl_cafile or 'the system CAs'}"
+            + ("; ssl_check_hostname" if "hostname" in str(exc.verify_message).lower() else "")
+            + ")"
+        ) from None
+    except ssl.SSLError as exc:
+        raise KafkaAccessError(
+            f"{where} ended the TLS handshake: {exc.reason or exc} (is it a TLS listener? does "
+            f"it want a client certificate, ssl_certfile/ssl_keyfile?)"
+        ) from None
+    except OSError:
+        return
+    with tls:  # TLS 1.3: a client certificate the broker refuses is an alert after the handshake
+        tls.settimeout(0.5)
+        try:
+            tls.recv(1)
+        except ssl.SSLError as exc:
+            raise KafkaAccessError(
+                f"{where} refused this client's certificate ({exc.reason or exc}); "
+                f"ssl_certfile: {kafka.ssl_certfile or 'none given'}"
+            ) from None
+        except OSError:
+            pass  # a timeout: the broker waits for a request, the handshake was accepted
 
 
 @dataclass(frozen=True)
@@ -64,7 +217,7 @@ def check_layout(found: dict[str, int], specs: Sequence[TopicSpec]) -> None:
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaSettings | str,
     client_id: str,
     specs: Sequence[TopicSpec],
     others: Sequence[TopicSpec] = (),
@@ -73,7 +226,7 @@ def ensure_topics(
     that exist (created by someone else, e.g. Faust's changelog), are checked (`check_layout`)."""
     # 5 s to reach a broker, not kafka-python's 30: the callers retry with backoff and say so.
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id=client_id, bootstrap_timeout_ms=5_000
+        **client_options(kafka), client_id=client_id, bootstrap_timeout_ms=5_000
     )
     try:
         for spec in specs:
@@ -98,12 +251,12 @@ def ensure_topics(
     check_layout(found, [*specs, *others])
 
 
-def read_from_beginning(bootstrap: str, topic: str, idle_ms: int = 2_000) -> list[Any]:
+def read_from_beginning(kafka: KafkaSettings | str, topic: str, idle_ms: int = 2_000) -> list[Any]:
     """Every record of `topic` from its start, until none came for `idle_ms` (no group, no
     commits: a reader that changes nothing)."""
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=idle_ms,

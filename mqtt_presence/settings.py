@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import msgspec
 import tomli_w
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -89,6 +89,24 @@ def _device_class(base: dict[str, Any], entry: Any, where: str) -> DeviceClass:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def secret_from_file(data: Any, key: str, file_key: str) -> Any:
+    """`<key>_file` names a file holding the secret (how Kubernetes and Docker mount secrets):
+    read it into `key`, without its final newline. Giving both is refused: which one wins would
+    be a guess."""
+    if not isinstance(data, dict) or data.get(file_key) in (None, ""):
+        return data
+    if data.get(key) not in (None, ""):
+        raise ValueError(f"give {key} or {file_key}, not both")
+    path = Path(str(data[file_key])).expanduser()
+    try:
+        secret = path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{file_key} {path}: {exc.strerror}") from exc
+    if not secret:
+        raise ValueError(f"{file_key} {path} is empty")
+    return {**data, key: secret}
+
+
 class FileTableSettings(BaseSettings):
     """Typed settings whose file source is one table of the TOML config file.
 
@@ -131,7 +149,12 @@ class KafkaSettings(FileTableSettings):
     and write status and dead letters, and all of them must agree on names and partitions."""
 
     TABLE = "kafka"
-    model_config = SettingsConfigDict(env_prefix="PRESENCE_KAFKA_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="PRESENCE_KAFKA_",
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,  # an error must not print a password it was given
+    )
 
     bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port...]")
     raw_topic: str = "presence.raw"
@@ -142,6 +165,50 @@ class KafkaSettings(FileTableSettings):
         default=8, ge=1, description="of every topic; equal, so the worker's inputs co-partition"
     )
     replication_factor: int = Field(default=1, ge=1)
+    # Security, as Kafka's clients name it (security.protocol, sasl.mechanism, ssl.*): the same
+    # settings reach the bridge's producer, the workers (Faust), topic administration and every
+    # reader, so a managed Kafka needs them once.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(
+        default=None, description="read the SASL password from this file (a mounted secret)"
+    )
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signed the brokers"
+    )
+    ssl_certfile: Path | None = Field(
+        default=None, description="client certificate (PEM), for mTLS"
+    )
+    ssl_keyfile: Path | None = Field(default=None, description="its private key (PEM)")
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        return secret_from_file(data, "sasl_password", "sasl_password_file")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (or sasl_password_file)"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (a client certificate)")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
 
 # What a part's own table or the command line may still name, and where it lives now.

@@ -43,9 +43,12 @@ class WorkerProcess:
         tick_interval_s: float = 0.5,
         session_timeout_s: float | None = None,
         data_dir: Path | None = None,
+        kafka: dict[str, Any] | None = None,
+        worker_settings: dict[str, Any] | None = None,
     ) -> WorkerProcess:
         """Start a worker on `topics` (raw, status, dlq, ticks), with `presence` as its [presence]
-        table (the core's settings); see `wait_ready`."""
+        table (the core's settings), `kafka` as more of its [kafka] table (security) and
+        `worker_settings` as more of its [worker] table; see `wait_ready`."""
         port = free_port()
         worker = {
             "app_id": app_id,
@@ -61,7 +64,10 @@ class WorkerProcess:
         }
         if session_timeout_s is not None:
             worker["session_timeout_s"] = session_timeout_s
+        worker |= worker_settings or {}
         tables: dict[str, dict[str, Any]] = {"worker": worker}
+        if kafka:
+            tables["kafka"] = {**kafka, "bootstrap": kafka_bootstrap}
         if presence:
             tables["presence"] = dict(presence)
         config = home / f"worker-{port}.toml"

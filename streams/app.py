@@ -12,8 +12,15 @@ from kafka.errors import RetriableError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from mqtt_presence.core import PresenceConfig
-from mqtt_presence.kafka_topics import TopicSpec, declared_topics, ensure_topics
+from mqtt_presence.kafka_topics import (
+    TopicSpec,
+    check_access,
+    declared_topics,
+    ensure_topics,
+    ssl_context,
+)
 from mqtt_presence.quiet import quiet_libraries
+from mqtt_presence.settings import KafkaSettings
 from mqtt_presence.streams.config import WorkerSettings
 from mqtt_presence.streams.topology import Topology, build_topology, changelog_topic
 from mqtt_presence.streams.web import register_views
@@ -24,7 +31,7 @@ def declare_topics(settings: WorkerSettings) -> None:
     the ones the worker reads and writes (`presence.status` compacted) before it starts."""
     k = settings.kafka
     ensure_topics(
-        k.bootstrap,
+        k,
         f"{settings.app_id}-admin",
         list(declared_topics(k).values()),
         others=[TopicSpec(changelog_topic(settings.app_id), k.partitions, k.replication_factor)],
@@ -51,14 +58,32 @@ def wait_for_kafka(
         reraise=True,
     ):
         with attempt:
+            check_access(settings.kafka)  # a refused password or certificate is not retried
             declare_topics(settings)
     if attempt.retry_state.attempt_number > 1:
         say(f"Kafka is back after {time.monotonic() - started:.1f} s")
 
 
+def broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the [kafka] table's security (its aiokafka clients, its topic admin)."""
+    context = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None  # the settings refuse SASL without one
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.App, Topology]:
     options: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka.bootstrap}",
+        "broker_credentials": broker_credentials(settings.kafka),
         "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
         "datadir": str(settings.data_dir),
         "topic_partitions": settings.kafka.partitions,

@@ -10,20 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mqtt_presence.settings import (
     FileTableSettings,
     KafkaSettings,
     refuse_moved_kafka_keys,
+    secret_from_file,
     split_kafka,
 )
 
 
 class WorkerSettings(FileTableSettings):
     TABLE = "worker"
-    model_config = SettingsConfigDict(env_prefix="PRESENCE_WORKER_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="PRESENCE_WORKER_",
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,  # an error must not print a token it was given
+    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # the shared [kafka] table
     app_id: str = Field("mqtt-presence", description="consumer group and internal topic prefix")
@@ -33,6 +39,14 @@ class WorkerSettings(FileTableSettings):
         "127.0.0.1",
         description="address the HTTP API listens on (0.0.0.0: every interface; it has no "
         "authentication, so only where the network is yours)",
+    )
+    http_token: SecretStr | None = Field(
+        default=None,
+        description="when set, /devices and /fleet want `Authorization: Bearer <token>` (every "
+        "worker of a group the same); /ready and /metrics stay open for probes and scrapers",
+    )
+    http_token_file: Path | None = Field(
+        default=None, description="read http_token from this file (a mounted secret)"
     )
     web_host: str = Field("127.0.0.1", description="host name in this worker's own URL")
     web_port: int = Field(6066, ge=0, le=65535)
@@ -63,6 +77,11 @@ class WorkerSettings(FileTableSettings):
     session_timeout_s: float = Field(
         10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        return secret_from_file(data, "http_token", "http_token_file")
 
 
 def load_worker_settings(file_data: dict[str, Any], **overrides: Any) -> WorkerSettings:

@@ -24,6 +24,9 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 
+from mqtt_presence.kafka_topics import client_options
+from mqtt_presence.settings import KafkaSettings
+
 log = logging.getLogger("presence.worker")
 NOTE = "kafka-identity.json"
 
@@ -35,9 +38,9 @@ class KafkaIdentity:
     changelog_topic_id: str | None  # None until the topic exists (Faust creates it)
 
 
-def read_identity(bootstrap: str, changelog_topic: str) -> KafkaIdentity:
+def read_identity(kafka: KafkaSettings | str, changelog_topic: str) -> KafkaIdentity:
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="presence-local-state", bootstrap_timeout_ms=5_000
+        **client_options(kafka), client_id="presence-local-state", bootstrap_timeout_ms=5_000
     )
     try:
         cluster_id = str(admin.describe_cluster()["cluster_id"])

@@ -9,14 +9,15 @@ bench/worker_throughput.py), for figures the plain monitor keeps anyway.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from faust.sensors.monitor import Monitor
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mqtt_presence.core import Status
+from mqtt_presence.core import Reason, Status
+from mqtt_presence.streams.status_index import CATEGORIES
 
 
 class WorkerMetrics:
@@ -29,6 +30,24 @@ class WorkerMetrics:
             "presence_worker_status_changes", "status changes emitted", ["status"], registry=r
         )
         self.changes_by_status = {s: self.changes.labels(s.value) for s in Status}
+        self.changes_by_reason = Counter(
+            "presence_worker_status_changes_by_reason",
+            "status changes emitted, by the core's reason (birth, will, damped, ...)",
+            ["reason"],
+            registry=r,
+        )
+        self.reasons = {reason: self.changes_by_reason.labels(reason.value) for reason in Reason}
+        self.devices = Gauge(
+            "presence_worker_devices",
+            "devices of the partitions this worker holds, as /fleet counts them (set at scrape)",
+            ["status"],
+            registry=r,
+        )
+        self.recovering = Gauge(
+            "presence_worker_recovering",
+            "1 while the table recovers (GET /ready answers 503; set at scrape)",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "presence_worker_dead_letters",
             "records sent to the dead-letter topic",
@@ -54,6 +73,12 @@ class WorkerMetrics:
             "devices with a pending deadline on this worker",
             registry=r,
         )
+
+    def show_fleet(self, counts: Mapping[str, int], recovering: bool) -> None:
+        """Set the scrape-time gauges: devices per category of the held partitions, recovery."""
+        for status in CATEGORIES:
+            self.devices.labels(status).set(counts.get(status, 0))
+        self.recovering.set(1 if recovering else 0)
 
     def watch(self, monitor: Monitor) -> None:
         """Also export what Faust's monitor counts (read at scrape time)."""

@@ -142,6 +142,7 @@ class AgentOutput:
         delivery.add_done_callback(self._check_delivery)
         if count:
             self.metrics.changes_by_status[change.status].inc()
+            self.metrics.reasons[change.reason].inc()
 
     def _state_persisted(self, delivery: asyncio.Future[Any]) -> None:
         if self._check_delivery(delivery):

@@ -5,12 +5,17 @@
   own partitions (`?local=1`) and merge the answers;
 - `GET /ready` is 200 only once table recovery has finished; `GET /metrics` is Prometheus.
 
+With `http_token` set, the device and fleet views answer only requests that bring it as
+`Authorization: Bearer <token>` (401 otherwise), and pass it on when they ask other workers;
+`/ready` and `/metrics` stay open for probes and scrapers.
+
 Errors are JSON: 404 for an unknown device, 400 for a bad parameter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections import Counter
 from typing import Any
 
@@ -96,10 +101,42 @@ def member_urls(topology: Topology) -> list[str]:
     return sorted(urls) or [str(app.conf.canonical_url).rstrip("/")]
 
 
+def authorization(topology: Topology) -> dict[str, str]:
+    """The header that opens another worker's views (empty without a token)."""
+    token = topology.settings.http_token
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
+def authorized(topology: Topology, request: Request) -> bool:
+    """No token configured, or the request brings it (compared in constant time)."""
+    token = topology.settings.http_token
+    if token is None:
+        return True
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.get_secret_value().encode()
+    )
+
+
+class TokenView(View):
+    """A view that wants the bearer token when the worker has one (RFC 6750, section 3)."""
+
+    async def dispatch(self, request: Any) -> Any:
+        if not authorized(topology_of(self), request):
+            response = self.json(
+                {"error": "this worker wants `Authorization: Bearer <token>` (http_token)"},
+                status=401,
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mqtt-presence"'
+            return response
+        return await super().dispatch(request)
+
+
 async def gather(topology: Topology, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
     """Ask every worker (this one too, over HTTP: one code path) for its local answer."""
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=authorization(topology)) as session:
 
         async def ask(url: str) -> dict[str, Any]:
             async with session.get(f"{url}{path}", params={**params, "local": "1"}) as r:
@@ -111,7 +148,7 @@ async def gather(topology: Topology, path: str, params: dict[str, str]) -> list[
 
 
 @views.route("/devices/{device}", name="device")
-class DeviceView(View):
+class DeviceView(TokenView):
     async def get(self, request: Request, device: str) -> Response:
         topology = topology_of(self)
         try:  # to the worker that owns the key's partition, unless that is us
@@ -138,7 +175,7 @@ class DeviceView(View):
 
 
 @views.route("/devices", name="devices")
-class DevicesView(View):
+class DevicesView(TokenView):
     async def get(self, request: Request) -> Response:
         topology = topology_of(self)
         try:
@@ -168,7 +205,7 @@ class DevicesView(View):
 
 
 @views.route("/fleet", name="fleet")
-class FleetView(View):
+class FleetView(TokenView):
     async def get(self, request: Request) -> Response:
         topology = topology_of(self)
         if request.query.get("local"):  # this worker's counts, kept by the status index
@@ -205,5 +242,11 @@ class ReadyView(View):
 @views.route("/metrics", name="metrics")
 class MetricsView(View):
     async def get(self, request: Request) -> Response:
-        body = generate_latest(topology_of(self).metrics.registry)
+        topology = topology_of(self)
+        tables: Any = self.app.tables
+        topology.metrics.show_fleet(
+            topology.processor.statuses.counts(topology.active_partitions()),
+            recovering=not tables.recovery.completed.is_set() or bool(self.app.in_recovery),
+        )
+        body = generate_latest(topology.metrics.registry)
         return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])

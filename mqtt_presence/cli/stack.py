@@ -20,6 +20,15 @@ def stack_up(
         int | None, typer.Option(help="Kafka port (default: a free one).")
     ] = None,
     mqtt_port: Annotated[int | None, typer.Option(help="MQTT port (default: a free one).")] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS everywhere: Kafka SASL_SSL (SCRAM) and mTLS, Mosquitto TLS with "
+            "passwords, an ACL and client certificates; certificates and passwords are made "
+            "in the home folder, and client.toml there connects the parts.",
+        ),
+    ] = False,
 ) -> None:
     """Start Kafka (KRaft) and Mosquitto on 127.0.0.1, installing them on first use."""
     stack = LocalStack(home)
@@ -29,7 +38,7 @@ def stack_up(
             console.log(msg)
             status.update(msg)
 
-        info = stack.up(kafka_port, mqtt_port, progress=progress)
+        info = stack.up(kafka_port, mqtt_port, progress=progress, secure=secure)
     out.print(
         f"Kafka {info.kafka_version}  bootstrap [bold]{info.kafka_bootstrap}[/]  "
         f"(pid {info.kafka_pid})"
@@ -37,6 +46,12 @@ def stack_up(
     out.print(
         f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  (pid {info.mosquitto_pid})"
     )
+    if info.client_config is not None:
+        out.print(
+            f"secure: Kafka SASL_SSL (SCRAM) here and mTLS on {info.kafka_mtls_port}; MQTT TLS "
+            f"with passwords here and client certificates on {info.mqtt_mtls_port}. Connect "
+            f"the parts with [bold]--config {info.client_config}[/]"
+        )
     out.print(
         f"home {info.home}; stop with `presence stack down` (keeps data and ports; "
         "`--purge` discards them)"

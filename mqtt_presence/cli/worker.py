@@ -51,6 +51,6 @@ def worker_command(
     if settings.store == "rocksdb":
         prepare_table_dir(
             Path(faust_app.conf.tabledir),
-            read_identity(settings.kafka.bootstrap, changelog_topic(settings.app_id)),
+            read_identity(settings.kafka, changelog_topic(settings.app_id)),
         )
     PresenceWorker(faust_app, loglevel="DEBUG" if verbose else "INFO").execute_from_commandline()

@@ -17,8 +17,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
@@ -27,6 +29,7 @@ from mqtt_presence.stack.errors import BrokerStartError, StackError, ToolMissing
 from mqtt_presence.stack.logs import tail
 from mqtt_presence.stack.ports import HOST, is_listening
 from mqtt_presence.stack.processes import spawn
+from mqtt_presence.stack.tls import Issued
 
 KAFKA_VERSION_PROPERTY = "kafka.version"
 MAIN_CLASS = "kafka.Kafka"
@@ -102,7 +105,79 @@ def resolve_classpath(progress: Progress = lambda _msg: None) -> list[Path]:
     return [Path(p) for p in out.read_text().split(os.pathsep) if p]
 
 
-def server_properties(home: Path, port: int, controller_port: int) -> str:
+@dataclass(frozen=True)
+class Secured:
+    """What a secured broker needs: its PEM files, a second port for clients with certificates,
+    and the SCRAM users (name -> password; the first is the brokers' own, for inter-broker)."""
+
+    ca: Path
+    server: Issued
+    mtls_port: int
+    users: dict[str, str]
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        return next(iter(self.users.items()))
+
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _jaas(module: str, user: str, password: str, extra: str = "") -> str:
+    return f'{module} required username="{user}" password="{password}"{extra};'
+
+
+def listener_settings(port: int, controller_port: int, secured: Secured | None) -> dict[str, str]:
+    """Plaintext clients on `port`; or, secured: SASL_SSL (SCRAM and PLAIN) on `port` and SSL
+    with a required client certificate on `mtls_port`. The KRaft controller listener stays
+    plaintext on loopback: only this broker talks to it."""
+    if secured is None:
+        return {
+            "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+    admin, admin_password = secured.admin
+    plain_users = "".join(f' user_{u}="{p}"' for u, p in secured.users.items())
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    settings = {
+        "listeners": f"SASL_SSL://{HOST}:{port},SSL://{HOST}:{secured.mtls_port},"
+        f"CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"SASL_SSL://{HOST}:{port},SSL://{HOST}:{secured.mtls_port}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": ",".join(("PLAIN", *SCRAM_MECHANISMS)),
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": _jaas(
+            "org.apache.kafka.common.security.plain.PlainLoginModule",
+            admin,
+            admin_password,
+            plain_users,
+        ),
+        # PEM key and trust stores (KIP-651): the files `presence stack up --secure` made.
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(secured.server.cert.with_suffix(".keystore.pem")),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(secured.ca),
+        "listener.name.ssl.ssl.client.auth": "required",
+    }
+    for mechanism in SCRAM_MECHANISMS:
+        key = f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config"
+        settings[key] = _jaas(scram, admin, admin_password)
+    return settings
+
+
+def write_keystore(secured: Secured) -> None:
+    """Kafka's PEM key store is one file: the private key, then the certificate chain."""
+    path = secured.server.cert.with_suffix(".keystore.pem")
+    path.write_bytes(secured.server.key.read_bytes() + secured.server.cert.read_bytes())
+    os.chmod(path, 0o600)
+
+
+def server_properties(
+    home: Path, port: int, controller_port: int, secured: Secured | None = None
+) -> str:
     """The broker's configuration; every value that differs from Kafka's default says why."""
     data = home / "kafka-data"
     settings = {
@@ -110,11 +185,8 @@ def server_properties(home: Path, port: int, controller_port: int) -> str:
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        **listener_settings(port, controller_port, secured),
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(data),
         # Every topic is declared by its owner (the bridge, Faust's compacted changelogs).
         "auto.create.topics.enable": "false",
@@ -159,13 +231,29 @@ def _java_command(classpath: list[Path], home: Path, *args: str) -> list[str]:
     ]
 
 
-def prepare(home: Path, classpath: list[Path], port: int, controller_port: int) -> Path:
-    """Write the config and format the storage if it is not formatted yet; returns the config."""
+def prepare(
+    home: Path,
+    classpath: list[Path],
+    port: int,
+    controller_port: int,
+    secured: Secured | None = None,
+) -> Path:
+    """Write the config and format the storage if it is not formatted yet (with the SCRAM users
+    of a secured broker: KRaft keeps them in its metadata log); returns the config."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "log4j2.properties").write_bytes(_resource("log4j2.properties"))
     config = home / "server.properties"
-    config.write_text(server_properties(home, port, controller_port))
+    config.write_text(server_properties(home, port, controller_port, secured))
+    os.chmod(config, 0o600)  # a secured broker's file holds its users' passwords
+    if secured is not None:
+        write_keystore(secured)
     if not (home / "kafka-data" / "meta.properties").exists():
+        scram = [
+            arg
+            for user, password in (secured.users.items() if secured else ())
+            for mechanism in SCRAM_MECHANISMS
+            for arg in ("--add-scram", f"{mechanism}=[name={user},password={password}]")
+        ]
         cmd = _java_command(
             classpath,
             home,
@@ -176,12 +264,14 @@ def prepare(home: Path, classpath: list[Path], port: int, controller_port: int) 
             "-c",
             str(config),
             "--ignore-formatted",
+            *scram,
         )
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerStartError(
-                f"formatting Kafka's storage failed:\n{proc.stdout}{proc.stderr}"
-            )
+            output = proc.stdout + proc.stderr
+            for _user, password in secured.users.items() if secured else ():
+                output = output.replace(password, "***")
+            raise BrokerStartError(f"formatting Kafka's storage failed:\n{output}")
     return config
 
 
@@ -205,9 +295,15 @@ def kafka_clients_quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def wait_ready(bootstrap: str, alive: Callable[[], bool], log: Path, timeout: float = 90.0) -> None:
+def wait_ready(
+    bootstrap: str,
+    alive: Callable[[], bool],
+    log: Path,
+    timeout: float = 90.0,
+    options: dict[str, Any] | None = None,
+) -> None:
     """Wait until a real client call (describe the cluster) succeeds, or the process dies, or
-    time runs out."""
+    time runs out. `options`: the clients' security (kafka_topics.client_options)."""
 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -220,7 +316,9 @@ def wait_ready(bootstrap: str, alive: Callable[[], bool], log: Path, timeout: fl
             if not is_listening(int(bootstrap.rsplit(":", 1)[1]), timeout=1):
                 raise OSError(f"nothing listens at {bootstrap} yet")
             with kafka_clients_quiet():  # a broker still booting is expected, not an error
-                admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+                admin = KafkaAdminClient(
+                    **(options or {"bootstrap_servers": bootstrap}), request_timeout_ms=3000
+                )
                 try:
                     admin.describe_cluster()
                     return

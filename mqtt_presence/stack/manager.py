@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from mqtt_presence.stack import kafka, mosquitto
+from mqtt_presence.stack import kafka, mosquitto, secure
 from mqtt_presence.stack.errors import BrokerStartError, PortInUseError, StackError
 from mqtt_presence.stack.ports import HOST, bindable, ensure_free, free_port
 from mqtt_presence.stack.processes import pid_running, stop_pid
@@ -44,10 +44,20 @@ class StackInfo(msgspec.Struct, frozen=True, kw_only=True):
     mosquitto_pid: int
     mosquitto_version: str
     started_at: float
+    # `up --secure`: Kafka's SASL_SSL on kafka_port and mTLS on kafka_mtls_port; Mosquitto's TLS
+    # with passwords on mqtt_port and with client certificates on mqtt_mtls_port.
+    secure: bool = False
+    kafka_mtls_port: int = 0
+    mqtt_mtls_port: int = 0
 
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+        return f"{'mqtts' if self.secure else 'mqtt'}://{self.mqtt_host}:{self.mqtt_port}"
+
+    @property
+    def client_config(self) -> Path | None:
+        """The config file with the [kafka] and [bridge] tables that reach a secure stack."""
+        return Path(self.home) / secure.CLIENT_CONFIG if self.secure else None
 
 
 def default_home() -> Path:
@@ -116,13 +126,20 @@ class LocalStack:
         kafka_port: int | None = None,
         mqtt_port: int | None = None,
         progress: Progress = lambda _m: None,
+        secure: bool = False,
     ) -> StackInfo:
         """Start the stack; if one is recorded here, start only its parts that are down, on
-        their ports and with their data (never new ports, never an empty broker)."""
+        their ports and with their data (never new ports, never an empty broker). `secure`:
+        TLS and passwords on both brokers (see `mqtt_presence.stack.secure`)."""
         current = self.info()
         if current is not None:
+            if secure and not current.secure:  # (a secure one is resumed without the flag)
+                raise StackError(
+                    f"the stack in {self.home} is a plaintext one; `presence stack down --purge` "
+                    "first to make a secure one (that discards its data), or use another --home"
+                )
             return self._resume(current, kafka_port, mqtt_port, progress)
-        return self._create(kafka_port, mqtt_port, progress)
+        return self._create(kafka_port, mqtt_port, progress, secure)
 
     def _resume(
         self,
@@ -172,7 +189,7 @@ class LocalStack:
         raise StackError(f"no part named {part!r}: kafka or mosquitto")
 
     def _create(
-        self, kafka_port: int | None, mqtt_port: int | None, progress: Progress
+        self, kafka_port: int | None, mqtt_port: int | None, progress: Progress, secure_: bool
     ) -> StackInfo:
         kafka_port = kafka_port or _env_port("PRESENCE_KAFKA_PORT")
         mqtt_port = mqtt_port or _env_port("PRESENCE_MQTT_PORT")
@@ -180,25 +197,40 @@ class LocalStack:
         cport = free_port()
         mport = ensure_free(mqtt_port, "MQTT") if mqtt_port else free_port()
 
+        kmtls, mmtls = (free_port(), free_port()) if secure_ else (0, 0)
+
         binary = mosquitto.ensure_installed(progress)
         classpath = kafka.resolve_classpath(progress)
         self.home.mkdir(parents=True, exist_ok=True)
+        if secure_:
+            progress(f"making a CA, certificates and passwords in {self.home}")
+            secure.provision(self.home)
         started: list[tuple[int, str]] = []
         try:
             progress(f"starting mosquitto on {HOST}:{mport}")
-            mconf = mosquitto.prepare(self.home, mport)
+            msecured = secure.mqtt_secured(self.home, mmtls) if secure_ else None
+            mconf = mosquitto.prepare(self.home, mport, secured=msecured)
             mproc = mosquitto.start(binary, self.home, mconf)
             started.append((mproc.pid, "mosquitto"))
-            mosquitto.wait_ready(mport, lambda: mproc.poll() is None, self.home / "mosquitto.log")
+            mosquitto.wait_ready(
+                mport,
+                lambda: mproc.poll() is None,
+                self.home / "mosquitto.log",
+                login=secure.mqtt_login(self.home) if secure_ else None,
+            )
 
             for attempt in range(1, KAFKA_START_ATTEMPTS + 1):
                 progress(f"starting Kafka {kafka.kafka_version()} (KRaft) on {HOST}:{kport}")
-                kconf = kafka.prepare(self.home, classpath, kport, cport)
+                ksecured = secure.kafka_secured(self.home, kmtls) if secure_ else None
+                kconf = kafka.prepare(self.home, classpath, kport, cport, ksecured)
                 kproc = kafka.start(self.home, classpath, kconf)
                 started.append((kproc.pid, kafka.MAIN_CLASS))
                 try:
                     kafka.wait_ready(
-                        f"{HOST}:{kport}", still_running(kproc), self.home / "kafka.log"
+                        f"{HOST}:{kport}",
+                        still_running(kproc),
+                        self.home / "kafka.log",
+                        options=self._kafka_options(f"{HOST}:{kport}", secure_),
                     )
                     break
                 except BrokerStartError as exc:
@@ -208,6 +240,7 @@ class LocalStack:
                     # A port picked as free was taken before Kafka bound it: pick again.
                     progress("a port picked for Kafka was taken meanwhile; trying other ports")
                     kport, cport = free_port(), free_port()
+                    kmtls = free_port() if secure_ else 0
         except BaseException:
             for pid, marker in started:
                 stop_pid(pid, marker, timeout=10)
@@ -224,9 +257,17 @@ class LocalStack:
             mosquitto_pid=mproc.pid,
             mosquitto_version=mosquitto.version(binary),
             started_at=time.time(),
+            secure=secure_,
+            kafka_mtls_port=kmtls,
+            mqtt_mtls_port=mmtls,
         )
+        if secure_:
+            secure.write_client_config(self.home, info.kafka_bootstrap, mport)
         self.state_path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
         return info
+
+    def _kafka_options(self, bootstrap: str, secured: bool) -> dict[str, object] | None:
+        return secure.kafka_admin_options(self.home, bootstrap) if secured else None
 
     def down(self, purge: bool = False) -> list[int]:
         """Stop the recorded processes (only those); returns the pids stopped. The stack keeps
@@ -256,19 +297,32 @@ class LocalStack:
         ensure_taken_by_nobody(info.kafka_port, "Kafka", self.home)
         ensure_taken_by_nobody(info.kafka_controller_port, "Kafka's controller", self.home)
         classpath = kafka.resolve_classpath()
-        conf = kafka.prepare(self.home, classpath, info.kafka_port, info.kafka_controller_port)
+        secured = secure.kafka_secured(self.home, info.kafka_mtls_port) if info.secure else None
+        conf = kafka.prepare(
+            self.home, classpath, info.kafka_port, info.kafka_controller_port, secured
+        )
         proc = kafka.start(self.home, classpath, conf)
-        kafka.wait_ready(info.kafka_bootstrap, lambda: proc.poll() is None, self.home / "kafka.log")
+        kafka.wait_ready(
+            info.kafka_bootstrap,
+            lambda: proc.poll() is None,
+            self.home / "kafka.log",
+            options=self._kafka_options(info.kafka_bootstrap, info.secure),
+        )
         return self._record(msgspec.structs.replace(info, kafka_pid=proc.pid))
 
     def start_mosquitto(self) -> StackInfo:
         info = self._require_info()
         ensure_taken_by_nobody(info.mqtt_port, "MQTT", self.home)
         binary = mosquitto.ensure_installed()
-        conf = mosquitto.prepare(self.home, info.mqtt_port)  # today's settings, same data
+        secured = secure.mqtt_secured(self.home, info.mqtt_mtls_port) if info.secure else None
+        # today's settings, same data
+        conf = mosquitto.prepare(self.home, info.mqtt_port, secured=secured)
         proc = mosquitto.start(binary, self.home, conf)
         mosquitto.wait_ready(
-            info.mqtt_port, lambda: proc.poll() is None, self.home / "mosquitto.log"
+            info.mqtt_port,
+            lambda: proc.poll() is None,
+            self.home / "mosquitto.log",
+            login=secure.mqtt_login(self.home) if info.secure else None,
         )
         return self._record(msgspec.structs.replace(info, mosquitto_pid=proc.pid))
 

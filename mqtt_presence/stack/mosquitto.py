@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mqtt_presence.stack.errors import BrokerStartError, ToolMissingError
 from mqtt_presence.stack.logs import tail
 from mqtt_presence.stack.ports import HOST
 from mqtt_presence.stack.processes import spawn
+from mqtt_presence.stack.tls import Issued
 
 Progress = Callable[[str], None]
 SBIN = Path("/usr/sbin/mosquitto")
@@ -84,12 +86,66 @@ AUTOSAVE_INTERVAL = 100
 AUTOSAVE_ON_CHANGES = True
 
 
+@dataclass(frozen=True)
+class Secured:
+    """A secured broker: TLS with a password on `port` (users in `password_file`, what each may
+    do in `acl_file`), and TLS with a required client certificate on `mtls_port`, where the
+    certificate's common name is the user name."""
+
+    ca: Path
+    server: Issued
+    mtls_port: int
+    password_file: Path
+    acl_file: Path
+
+
+def listeners(port: int, secured: Secured | None) -> list[str]:
+    if secured is None:
+        return [f"listener {port} {HOST}", "allow_anonymous true"]
+    tls = [
+        f"cafile {secured.ca}",
+        f"certfile {secured.server.cert}",
+        f"keyfile {secured.server.key}",
+        "tls_version tlsv1.2",  # the oldest version accepted
+    ]
+    return [
+        "allow_anonymous false",
+        f"password_file {secured.password_file}",
+        f"acl_file {secured.acl_file}",
+        f"listener {port} {HOST}",
+        *tls,
+        f"listener {secured.mtls_port} {HOST}",
+        *tls,
+        "require_certificate true",
+        "use_identity_as_username true",
+    ]
+
+
+def write_users(secured: Secured, users: dict[str, str], acl: str) -> None:
+    """The password file (hashed by mosquitto_passwd, the broker's own tool) and the ACL."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    secured.password_file.unlink(missing_ok=True)
+    secured.password_file.touch(mode=0o600)
+    for user, password in users.items():
+        proc = subprocess.run(
+            [tool, "-b", str(secured.password_file), user, password],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BrokerStartError(f"mosquitto_passwd failed for user {user}: {proc.stderr}")
+    secured.acl_file.write_text(acl)
+    os.chmod(secured.acl_file, 0o600)
+
+
 def config_text(
     home: Path,
     port: int,
     extra: str = "",
     autosave_interval: int = AUTOSAVE_INTERVAL,
     autosave_on_changes: bool = AUTOSAVE_ON_CHANGES,
+    secured: Secured | None = None,
 ) -> str:
     """The broker config; every value that differs from Mosquitto's default says why."""
     data = home / "mosquitto-data"
@@ -100,8 +156,7 @@ def config_text(
             # Run as the user who started the stack: as root, mosquitto would otherwise switch to
             # the `mosquitto` user and could not write its log and database in the stack's home.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
-            f"listener {port} {HOST}",
-            "allow_anonymous true",
+            *listeners(port, secured),
             # Persistent sessions (the bridge's Clean Start = 0) survive a broker restart.
             "persistence true",
             f"persistence_location {data}/",
@@ -132,19 +187,40 @@ def config_text(
     )
 
 
-def prepare(home: Path, port: int, extra: str = "", **autosave: Any) -> Path:
+def prepare(
+    home: Path, port: int, extra: str = "", secured: Secured | None = None, **autosave: Any
+) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     (home / "mosquitto-data").mkdir(exist_ok=True)
     config = home / "mosquitto.conf"
-    config.write_text(config_text(home, port, extra, **autosave))
+    config.write_text(config_text(home, port, extra, secured=secured, **autosave))
     return config
+
+
+@dataclass(frozen=True)
+class Login:
+    """How a client proves itself to a secured broker: the CA to check it, a user."""
+
+    ca: Path
+    username: str
+    password: str
+
+    def apply(self, client: mqtt.Client) -> None:
+        client.tls_set(ca_certs=str(self.ca))
+        client.username_pw_set(self.username, self.password)
 
 
 def start(binary: Path, home: Path, config: Path) -> subprocess.Popen[bytes]:
     return spawn([str(binary), "-c", str(config)], home / "mosquitto.stdout", cwd=home)
 
 
-def wait_ready(port: int, alive: Callable[[], bool], log: Path, timeout: float = 20.0) -> None:
+def wait_ready(
+    port: int,
+    alive: Callable[[], bool],
+    log: Path,
+    timeout: float = 20.0,
+    login: Login | None = None,
+) -> None:
     """Wait until a real MQTT CONNECT is accepted (CONNACK 0)."""
 
     deadline = time.monotonic() + timeout
@@ -157,6 +233,8 @@ def wait_ready(port: int, alive: Callable[[], bool], log: Path, timeout: float =
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id="presence-stack-probe", protocol=mqtt.MQTTv5
         )
+        if login is not None:
+            login.apply(client)
         try:
             client.connect(HOST, port, keepalive=5)
             for _ in range(20):  # read the CONNACK: a listening socket alone is not "ready"

@@ -26,8 +26,29 @@ def compose() -> dict[str, Any]:
 def test_compose_parses_and_has_the_production_services() -> None:
     services = compose()["services"]
     assert {"kafka", "mosquitto", "bridge", "worker-1", "worker-2"} <= set(services)
+    run_once = {  # one-shot services the others wait for, e.g. mosquitto-users
+        name
+        for service in services.values()
+        if isinstance(service.get("depends_on"), dict)
+        for name, need in service["depends_on"].items()
+        if need.get("condition") == "service_completed_successfully"
+    }
     for name, service in services.items():
-        assert "healthcheck" in service, f"{name} has no healthcheck"
+        assert name in run_once or "healthcheck" in service, f"{name} has no healthcheck"
+
+
+def test_mosquitto_wants_users_and_the_parts_bring_their_secrets() -> None:
+    conf = (DOCKER / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    assert "allow_anonymous false" in conf
+    assert any(line.startswith("password_file ") for line in conf)
+    assert any(line.startswith("acl_file ") for line in conf)
+    services = compose()["services"]
+    bridge_env = services["bridge"]["environment"]
+    assert bridge_env["PRESENCE_BRIDGE_USERNAME"] == "presence-bridge"
+    assert bridge_env["PRESENCE_BRIDGE_PASSWORD"].startswith("${MQTT_BRIDGE_PASSWORD:?")
+    for worker in ("worker-1", "worker-2"):
+        token = services[worker]["environment"]["PRESENCE_WORKER_HTTP_TOKEN"]
+        assert token.startswith("${PRESENCE_HTTP_TOKEN:?"), worker  # compose refuses without
 
 
 def test_compose_runs_the_kafka_the_local_stack_runs() -> None:
@@ -71,3 +92,34 @@ def test_nothing_unauthenticated_is_published_beyond_this_host() -> None:
     for name, service in compose()["services"].items():
         for mapping in service.get("ports", []):
             assert str(mapping).startswith("127.0.0.1:"), f"{name} publishes {mapping}"
+
+
+def test_prometheus_scrapes_the_services_and_loads_the_alerts() -> None:
+    services = compose()["services"]
+    mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
+    assert mounts["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    # beside the config: its rule_files entry is relative to it
+    assert mounts["./prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    targets = {
+        job["job_name"]: [t for static in job["static_configs"] for t in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+    bridge = services["bridge"]["command"]
+    assert targets["presence-bridge"] == [f"bridge:{bridge[bridge.index('--http-port') + 1]}"]
+    workers = sorted(name for name in services if name.startswith("worker-"))
+    assert targets["presence-worker"] == [f"{name}:6066" for name in workers]
+
+
+def test_grafana_gets_the_datasource_and_the_dashboard_provisioned() -> None:
+    mounts = dict(v.split(":")[:2] for v in compose()["services"]["grafana"]["volumes"])
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert mounts["./grafana/dashboards"] == "/etc/grafana/dashboards"
+    for path in (
+        "grafana/provisioning/datasources/prometheus.yml",
+        "grafana/provisioning/dashboards/presence.yml",
+        "grafana/dashboards/mqtt-presence.json",
+        "prometheus/alerts_test.yml",
+    ):
+        assert (DOCKER / path).is_file(), path
