@@ -29,6 +29,13 @@ def stack_up(
             "in the home folder, and client.toml there connects the parts.",
         ),
     ] = False,
+    kafka_nodes: Annotated[
+        int,
+        typer.Option(
+            help="1, or 3: a cluster of three KRaft nodes (each a broker and a controller), "
+            "replication factor 3 and min.insync.replicas 2 by default.",
+        ),
+    ] = 1,
 ) -> None:
     """Start Kafka (KRaft) and Mosquitto on 127.0.0.1, installing them on first use."""
     stack = LocalStack(home)
@@ -38,10 +45,13 @@ def stack_up(
             console.log(msg)
             status.update(msg)
 
-        info = stack.up(kafka_port, mqtt_port, progress=progress, secure=secure)
+        info = stack.up(
+            kafka_port, mqtt_port, progress=progress, secure=secure, kafka_nodes=kafka_nodes
+        )
+    pids = ", ".join(str(n.pid) for n in info.nodes)
     out.print(
         f"Kafka {info.kafka_version}  bootstrap [bold]{info.kafka_bootstrap}[/]  "
-        f"(pid {info.kafka_pid})"
+        f"({len(info.nodes)} node{'s' if len(info.nodes) > 1 else ''}, pid {pids})"
     )
     out.print(
         f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  (pid {info.mosquitto_pid})"

@@ -175,27 +175,57 @@ def write_keystore(secured: Secured) -> None:
     os.chmod(path, 0o600)
 
 
+@dataclass(frozen=True)
+class Node:
+    """One of the cluster's combined broker+controller processes."""
+
+    node_id: int
+    port: int
+    controller_port: int
+
+
+def replica_settings(nodes: int) -> dict[str, str]:
+    """One node: internal topics cannot have more than one replica. Three: three copies of
+    everything, and a write acknowledged (acks=all) only once two have it, so one node may die
+    without losing an acknowledged record or stopping writes."""
+    if nodes == 1:
+        copies, in_sync = "1", "1"
+    else:
+        copies, in_sync = str(min(nodes, 3)), str(min(nodes, 3) - 1)
+    return {
+        "offsets.topic.replication.factor": copies,
+        "transaction.state.log.replication.factor": copies,
+        "transaction.state.log.min.isr": in_sync,
+        "share.coordinator.state.topic.replication.factor": copies,
+        "share.coordinator.state.topic.min.isr": in_sync,
+        "default.replication.factor": copies,
+        "min.insync.replicas": in_sync,
+    }
+
+
 def server_properties(
-    home: Path, port: int, controller_port: int, secured: Secured | None = None
+    home: Path,
+    port: int,
+    controller_port: int,
+    secured: Secured | None = None,
+    node_id: int = 1,
+    cluster: tuple[Node, ...] = (),
 ) -> str:
-    """The broker's configuration; every value that differs from Kafka's default says why."""
+    """The broker's configuration; every value that differs from Kafka's default says why.
+    `cluster`: every node of a multi-node cluster (this one too), for the KRaft quorum."""
     data = home / "kafka-data"
+    voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in cluster)
     settings = {
-        # One process is both broker and KRaft controller: no ZooKeeper, nothing else to run.
+        # Each process is both broker and KRaft controller: no ZooKeeper, nothing else to run.
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters or f"1@{HOST}:{controller_port}",
         **listener_settings(port, controller_port, secured),
         "controller.listener.names": "CONTROLLER",
         "log.dirs": str(data),
         # Every topic is declared by its owner (the bridge, Faust's compacted changelogs).
         "auto.create.topics.enable": "false",
-        # A single broker: internal topics cannot have more than one replica.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        **replica_settings(max(len(cluster), 1)),
         # Fewer internal partitions than the default 50: faster first consumer-group join.
         "offsets.topic.num.partitions": "8",
         "transaction.state.log.num.partitions": "8",
@@ -237,13 +267,17 @@ def prepare(
     port: int,
     controller_port: int,
     secured: Secured | None = None,
+    node_id: int = 1,
+    cluster: tuple[Node, ...] = (),
+    cluster_uuid: str | None = None,
 ) -> Path:
     """Write the config and format the storage if it is not formatted yet (with the SCRAM users
-    of a secured broker: KRaft keeps them in its metadata log); returns the config."""
+    of a secured broker: KRaft keeps them in its metadata log); returns the config. The nodes of
+    one cluster are formatted with the same `cluster_uuid`."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "log4j2.properties").write_bytes(_resource("log4j2.properties"))
     config = home / "server.properties"
-    config.write_text(server_properties(home, port, controller_port, secured))
+    config.write_text(server_properties(home, port, controller_port, secured, node_id, cluster))
     os.chmod(config, 0o600)  # a secured broker's file holds its users' passwords
     if secured is not None:
         write_keystore(secured)
@@ -260,7 +294,7 @@ def prepare(
             STORAGE_TOOL,
             "format",
             "-t",
-            cluster_id(),
+            cluster_uuid or cluster_id(),
             "-c",
             str(config),
             "--ignore-formatted",
@@ -301,9 +335,11 @@ def wait_ready(
     log: Path,
     timeout: float = 90.0,
     options: dict[str, Any] | None = None,
+    brokers: int = 1,
 ) -> None:
-    """Wait until a real client call (describe the cluster) succeeds, or the process dies, or
-    time runs out. `options`: the clients' security (kafka_topics.client_options)."""
+    """Wait until a real client call (describe the cluster) succeeds and shows `brokers`
+    brokers, or the process dies, or time runs out. `options`: the clients' security
+    (kafka_topics.client_options)."""
 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -320,8 +356,10 @@ def wait_ready(
                     **(options or {"bootstrap_servers": bootstrap}), request_timeout_ms=3000
                 )
                 try:
-                    admin.describe_cluster()
-                    return
+                    found = len(admin.describe_cluster()["brokers"])
+                    if found >= brokers:
+                        return
+                    raise OSError(f"{found} of {brokers} brokers are up")
                 finally:
                     admin.close()
         except (KafkaError, OSError) as exc:  # the broker is not ready yet

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,6 +29,15 @@ from mqtt_presence.stack.processes import pid_running, stop_pid
 STATE_FILE = "stack.json"
 KAFKA_START_ATTEMPTS = 3  # when a port picked as free is taken before Kafka binds it
 Progress = Callable[[str], None]
+
+
+class KafkaNodeInfo(msgspec.Struct, frozen=True):
+    """A node of a multi-node Kafka cluster (combined broker and KRaft controller)."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    pid: int
 
 
 class StackInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +59,14 @@ class StackInfo(msgspec.Struct, frozen=True, kw_only=True):
     secure: bool = False
     kafka_mtls_port: int = 0
     mqtt_mtls_port: int = 0
+    # `up --kafka-nodes 3`: the other nodes of the cluster (node 1 is kafka_port, kafka_pid).
+    kafka_nodes: tuple[KafkaNodeInfo, ...] = ()
+
+    @property
+    def nodes(self) -> tuple[KafkaNodeInfo, ...]:
+        """Every Kafka node, node 1 first."""
+        first = KafkaNodeInfo(1, self.kafka_port, self.kafka_controller_port, self.kafka_pid)
+        return (first, *self.kafka_nodes)
 
     @property
     def mqtt_url(self) -> str:
@@ -112,7 +130,7 @@ class LocalStack:
 
     def health(self, info: StackInfo) -> dict[str, bool]:
         return {
-            "kafka": pid_running(info.kafka_pid, kafka.MAIN_CLASS),
+            "kafka": all(pid_running(n.pid, kafka.MAIN_CLASS) for n in info.nodes),
             "mosquitto": pid_running(info.mosquitto_pid, "mosquitto"),
         }
 
@@ -127,6 +145,7 @@ class LocalStack:
         mqtt_port: int | None = None,
         progress: Progress = lambda _m: None,
         secure: bool = False,
+        kafka_nodes: int = 1,
     ) -> StackInfo:
         """Start the stack; if one is recorded here, start only its parts that are down, on
         their ports and with their data (never new ports, never an empty broker). `secure`:
@@ -138,7 +157,19 @@ class LocalStack:
                     f"the stack in {self.home} is a plaintext one; `presence stack down --purge` "
                     "first to make a secure one (that discards its data), or use another --home"
                 )
+            if kafka_nodes != len(current.nodes) and kafka_nodes != 1:
+                raise StackError(
+                    f"the stack in {self.home} has {len(current.nodes)} Kafka node(s); "
+                    "`presence stack down --purge` first to make another (that discards its "
+                    "data), or use another --home"
+                )
             return self._resume(current, kafka_port, mqtt_port, progress)
+        if kafka_nodes not in (1, 3):
+            raise StackError("--kafka-nodes is 1 or 3 (a quorum of three KRaft controllers)")
+        if kafka_nodes > 1 and secure:
+            raise StackError("--secure with --kafka-nodes 3 is not supported yet: use one of them")
+        if kafka_nodes > 1:
+            return self._create_cluster(kafka_port, mqtt_port, progress, kafka_nodes)
         return self._create(kafka_port, mqtt_port, progress, secure)
 
     def _resume(
@@ -180,7 +211,7 @@ class LocalStack:
         info = self._require_info()
         if part == "kafka":
             progress(f"restarting Kafka on port {info.kafka_port}")
-            stop_pid(info.kafka_pid, kafka.MAIN_CLASS)
+            self.stop_kafka()
             return self.start_kafka()
         if part == "mosquitto":
             progress(f"restarting Mosquitto on port {info.mqtt_port}")
@@ -276,7 +307,7 @@ class LocalStack:
         stopped: list[int] = []
         if info is not None:
             for pid, marker in (
-                (info.kafka_pid, kafka.MAIN_CLASS),
+                *((n.pid, kafka.MAIN_CLASS) for n in info.nodes),
                 (info.mosquitto_pid, "mosquitto"),
             ):
                 if stop_pid(pid, marker):
@@ -285,15 +316,129 @@ class LocalStack:
             self.state_path.unlink(missing_ok=True)
             for data in ("kafka-data", "mosquitto-data"):
                 shutil.rmtree(self.home / data, ignore_errors=True)
+            for node in info.kafka_nodes if info else ():
+                shutil.rmtree(self.node_home(node.node_id), ignore_errors=True)
         return stopped
 
     # One broker at a time, in place (same ports, same data).
     def stop_kafka(self) -> None:
         info = self._require_info()
-        stop_pid(info.kafka_pid, kafka.MAIN_CLASS)
+        for node in info.nodes:
+            stop_pid(node.pid, kafka.MAIN_CLASS)
+
+    def node_home(self, node_id: int) -> Path:
+        """Node 1 lives in the stack's home (as a one-node stack); node N in `kafka-N/`."""
+        return self.home if node_id == 1 else self.home / f"kafka-{node_id}"
+
+    def _create_cluster(
+        self, kafka_port: int | None, mqtt_port: int | None, progress: Progress, count: int
+    ) -> StackInfo:
+        """Mosquitto and `count` Kafka nodes, each a broker and a KRaft controller, formatted
+        with one cluster id; replication factor 3 and min.insync.replicas 2 by default."""
+        kafka_port = kafka_port or _env_port("PRESENCE_KAFKA_PORT")
+        mqtt_port = mqtt_port or _env_port("PRESENCE_MQTT_PORT")
+        first = ensure_free(kafka_port, "Kafka") if kafka_port else free_port()
+        ports = [(first, free_port()), *((free_port(), free_port()) for _ in range(count - 1))]
+        mport = ensure_free(mqtt_port, "MQTT") if mqtt_port else free_port()
+        binary = mosquitto.ensure_installed(progress)
+        classpath = kafka.resolve_classpath(progress)
+        self.home.mkdir(parents=True, exist_ok=True)
+        cluster = tuple(kafka.Node(i, p, c) for i, (p, c) in enumerate(ports, start=1))
+        uuid = kafka.cluster_id()
+        started: list[tuple[int, str]] = []
+        try:
+            progress(f"starting mosquitto on {HOST}:{mport}")
+            mconf = mosquitto.prepare(self.home, mport)
+            mproc = mosquitto.start(binary, self.home, mconf)
+            started.append((mproc.pid, "mosquitto"))
+            mosquitto.wait_ready(mport, lambda: mproc.poll() is None, self.home / "mosquitto.log")
+            procs = []
+            for node in cluster:
+                progress(f"starting Kafka node {node.node_id} on {HOST}:{node.port}")
+                home = self.node_home(node.node_id)
+                conf = kafka.prepare(
+                    home, classpath, node.port, node.controller_port, None, node.node_id,
+                    cluster, uuid,
+                )  # fmt: skip
+                proc = kafka.start(home, classpath, conf)
+                started.append((proc.pid, kafka.MAIN_CLASS))
+                procs.append(proc)
+            bootstrap = ",".join(f"{HOST}:{n.port}" for n in cluster)
+            kafka.wait_ready(
+                bootstrap,
+                lambda: all(p.poll() is None for p in procs),
+                self.home / "kafka.log",
+                brokers=count,
+            )
+        except BaseException:
+            for pid, marker in started:
+                stop_pid(pid, marker, timeout=10)
+            raise
+        info = StackInfo(
+            home=str(self.home),
+            kafka_bootstrap=bootstrap,
+            kafka_port=cluster[0].port,
+            kafka_controller_port=cluster[0].controller_port,
+            kafka_pid=procs[0].pid,
+            kafka_version=kafka.kafka_version(),
+            mqtt_host=HOST,
+            mqtt_port=mport,
+            mosquitto_pid=mproc.pid,
+            mosquitto_version=mosquitto.version(binary),
+            started_at=time.time(),
+            kafka_nodes=tuple(
+                KafkaNodeInfo(n.node_id, n.port, n.controller_port, p.pid)
+                for n, p in zip(cluster[1:], procs[1:], strict=True)
+            ),
+        )
+        return self._record(info)
+
+    def kill_kafka_node(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to one node (the fault tests: kill -9 a partition leader, the active
+        controller; SIGSTOP one)."""
+        node = next(n for n in self._require_info().nodes if n.node_id == node_id)
+        if pid_running(node.pid, kafka.MAIN_CLASS):
+            os.kill(node.pid, sig)
+
+    def _spawn_node(self, info: StackInfo, node_id: int) -> subprocess.Popen[bytes]:
+        node = next(n for n in info.nodes if n.node_id == node_id)
+        cluster = tuple(kafka.Node(n.node_id, n.port, n.controller_port) for n in info.nodes)
+        ensure_taken_by_nobody(node.port, f"Kafka node {node_id}", self.home)
+        classpath = kafka.resolve_classpath()
+        home = self.node_home(node_id)
+        conf = kafka.prepare(
+            home, classpath, node.port, node.controller_port, None, node_id, cluster
+        )
+        return kafka.start(home, classpath, conf)
+
+    def _start_nodes(self, info: StackInfo, node_ids: list[int]) -> StackInfo:
+        """Start these nodes of a cluster in place, then wait until every broker is up (a
+        quorum needs two controllers: nodes are started together, not one after another)."""
+        procs = {node_id: self._spawn_node(info, node_id) for node_id in node_ids}
+        kafka.wait_ready(
+            info.kafka_bootstrap,
+            lambda: all(p.poll() is None for p in procs.values()),
+            self.home / "kafka.log",
+            brokers=len(info.nodes),
+        )
+        if 1 in procs:
+            info = msgspec.structs.replace(info, kafka_pid=procs[1].pid)
+        nodes = tuple(
+            msgspec.structs.replace(n, pid=procs[n.node_id].pid) if n.node_id in procs else n
+            for n in info.kafka_nodes
+        )
+        return self._record(msgspec.structs.replace(info, kafka_nodes=nodes))
+
+    def start_kafka_node(self, node_id: int) -> StackInfo:
+        """Start one stopped node of a cluster again, in place (its ports, its data), and wait
+        until the cluster shows every broker."""
+        return self._start_nodes(self._require_info(), [node_id])
 
     def start_kafka(self) -> StackInfo:
         info = self._require_info()
+        if info.kafka_nodes:  # a cluster: every node that is not running
+            down = [n.node_id for n in info.nodes if not pid_running(n.pid, kafka.MAIN_CLASS)]
+            return self._start_nodes(info, down) if down else info
         ensure_taken_by_nobody(info.kafka_port, "Kafka", self.home)
         ensure_taken_by_nobody(info.kafka_controller_port, "Kafka's controller", self.home)
         classpath = kafka.resolve_classpath()
