@@ -42,12 +42,15 @@ from bench.common import (
     add_common_args,
     bench_stack,
     fast_publisher,
+    kafka_of,
+    log_in,
     p50_p99,
     run_bench,
+    stack_config,
 )
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.config import load_bridge_settings
-from mqtt_presence.kafka_topics import read_from_beginning
+from mqtt_presence.kafka_topics import client_options, read_from_beginning
 from mqtt_presence.stack import StackInfo
 
 
@@ -68,6 +71,7 @@ def persistent_session(info: StackInfo, client_id: str, topic_filter: str) -> No
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
+    log_in(info, c)
     c.connect(info.mqtt_host, info.mqtt_port, clean_start=True, properties=props)
     c.loop_start()
     c.subscribe(topic_filter, qos=1)
@@ -122,6 +126,7 @@ def bare_subscriber_drain(info: StackInfo, client_id: str, n: int) -> float:
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = 1000
+    log_in(info, c)
     start = time.perf_counter()
     c.connect(info.mqtt_host, info.mqtt_port, clean_start=False, properties=props)
     c.loop_start()
@@ -135,7 +140,7 @@ def bare_subscriber_drain(info: StackInfo, client_id: str, n: int) -> float:
 def bridge_drain(
     info: StackInfo, settings_kw: dict[str, object], n: int
 ) -> tuple[float, float, int]:
-    settings = load_bridge_settings({}, **settings_kw)
+    settings = load_bridge_settings(stack_config(info), **settings_kw)
     bridge = Bridge(settings)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
@@ -153,7 +158,7 @@ def bridge_drain(
 
 
 def _count(info: StackInfo, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=info.kafka_bootstrap)
+    consumer = KafkaConsumer(**client_options(kafka_of(info)))
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
     total = sum(consumer.end_offsets(parts).values())
     consumer.close()

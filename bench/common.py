@@ -21,7 +21,8 @@ import paho.mqtt.client as mqtt
 
 from mqtt_presence import bench_report
 from mqtt_presence.bench_report import BenchReport, Figure
-from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.settings import KafkaSettings, load_file
+from mqtt_presence.stack import LocalStack, StackInfo, secure
 
 
 class Figures:
@@ -99,12 +100,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def bench_stack(home_arg: Path | None) -> Iterator[tuple[StackInfo, Path]]:
-    """The stack in `home_arg`, or a fresh one in a temporary folder, stopped and removed after."""
+def bench_stack(home_arg: Path | None, secure: bool = False) -> Iterator[tuple[StackInfo, Path]]:
+    """The stack in `home_arg`, or a fresh one in a temporary folder, stopped and removed after
+    (`secure`: `presence stack up --secure`)."""
     home = home_arg or Path(tempfile.mkdtemp(prefix="presence-bench-"))
     stack = LocalStack(home / "stack" if home_arg is None else home)
     started = not stack.running()
-    info = stack.up(progress=print)
+    info = stack.up(progress=print, secure=secure)
     try:
         yield info, home
     finally:
@@ -123,11 +125,29 @@ def fast_publisher(info: StackInfo) -> mqtt.Client:
     )
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
+    log_in(info, c)
     c.connect(info.mqtt_host, info.mqtt_port)
     c.loop_start()
     while not c.is_connected():
         time.sleep(0.01)
     return c
+
+
+def log_in(info: StackInfo, client: mqtt.Client) -> None:
+    """On a secure stack: TLS, and the bridge's user (it may read and write every topic)."""
+    if info.secure:
+        secure.mqtt_login(Path(info.home)).apply(client)
+
+
+def stack_config(info: StackInfo) -> dict[str, Any]:
+    """The config tables that reach the stack: its client.toml when secure, else none (the
+    callers give mqtt_url and kafka_bootstrap)."""
+    return load_file(info.client_config) if info.client_config else {}
+
+
+def kafka_of(info: StackInfo) -> KafkaSettings | str:
+    """How a benchmark's own Kafka clients reach the stack (kafka_topics.client_options)."""
+    return KafkaSettings.load(stack_config(info)) if info.secure else info.kafka_bootstrap
 
 
 def p50_p99(values: list[float]) -> tuple[float, float]:
