@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack.postgres import LocalPostgres
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,6 +30,16 @@ def stack(local_stack: LocalStack) -> StackInfo:
     info = local_stack.info()
     assert info is not None
     return info
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A throwaway PostgreSQL cluster (Debian's package, installed if missing) for the sink."""
+    server = LocalPostgres.create(progress=lambda msg: print(f"[postgres] {msg}"), durable=False)
+    try:
+        yield server.start()
+    finally:
+        server.destroy()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "streams": {"streams"} | LEAVES,
     "sim": {"sim", "core"},
     "stack": {"stack", "errors"},
+    "sink": {"sink"} | LEAVES,
 }  # the rest (cli, demo and the helpers they start processes with) may import any room
 
 
