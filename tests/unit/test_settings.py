@@ -4,11 +4,12 @@ the way to fix them."""
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from mqtt_presence.bridge.config import load_bridge_settings
-from mqtt_presence.settings import ConfigError, render_config
+from mqtt_presence.settings import ConfigError, KafkaSettings, render_config
 from mqtt_presence.streams.config import load_worker_settings
 
 FILE = {
@@ -49,3 +50,37 @@ def test_a_rendered_config_moves_kafka_keys_to_their_table_and_loads() -> None:
     data = tomllib.loads(text)
     assert data == {"kafka": {"raw_topic": "r", "partitions": 3}, "worker": {"app_id": "a"}}
     assert load_worker_settings(data).kafka.partitions == 3
+
+
+def test_kafka_security_wants_its_credentials_and_reads_secrets_from_files(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match="needs sasl_username and sasl_password"):
+        KafkaSettings.load({"kafka": {"security_protocol": "SASL_SSL", "sasl_username": "u"}})
+    secret = tmp_path / "kafka.password"
+    secret.write_text("s3cret\n")  # as `echo s3cret > file` writes it
+    kafka = KafkaSettings.load(
+        {
+            "kafka": {
+                "security_protocol": "SASL_SSL",
+                "sasl_username": "u",
+                "sasl_password_file": str(secret),
+            }
+        }
+    )
+    assert kafka.sasl_password is not None
+    assert kafka.sasl_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(kafka)
+    both = {"sasl_password": "x", "sasl_password_file": str(secret)}
+    with pytest.raises(ConfigError, match="not both"):
+        KafkaSettings.load({"kafka": both})
+    with pytest.raises(ConfigError, match="No such file"):
+        KafkaSettings.load({"kafka": {"sasl_password_file": str(tmp_path / "none")}})
+    with pytest.raises(ConfigError, match="go together"):
+        KafkaSettings.load({"kafka": {"ssl_certfile": str(secret)}})
+
+
+def test_a_refused_setting_never_prints_the_password_it_was_given() -> None:
+    with pytest.raises(ConfigError) as refused:
+        KafkaSettings.load({"kafka": {"sasl_password": "hunter2", "security_protocol": "TLS"}})
+    assert "hunter2" not in str(refused.value)
