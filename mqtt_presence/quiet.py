@@ -42,7 +42,7 @@ class RateLimit(logging.Filter):
             return False
         if held:
             record.msg = f"{record.getMessage()} ({held} more like this held back)"
-            record.args = None
+            record.args = ()
         self._seen[key] = (now, 0)
         return True
 
