@@ -167,11 +167,11 @@ def _count(info: StackInfo, topic: str) -> int:
 
 def kafka_python_rate(info: StackInfo, n: int) -> float:
     topic = f"bench-producer-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
+    admin = KafkaAdminClient(**client_options(kafka_of(info)))
     admin.create_topics([NewTopic(topic, 8, 1)])
     admin.close()
     p = KafkaProducer(
-        bootstrap_servers=info.kafka_bootstrap,
+        **client_options(kafka_of(info)),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

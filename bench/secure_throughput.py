@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from bench.bridge_throughput import (
     bare_subscriber_drain,
     bridge_drain,
+    kafka_python_rate,
     payload,
     persistent_session,
     publish_burst,
@@ -29,8 +30,9 @@ from mqtt_presence.bridge.config import load_bridge_settings
 from mqtt_presence.stack import StackInfo
 
 
-def drains(info: StackInfo, n: int) -> tuple[float, float, float, int]:
-    """(bare subscriber msg/s, bridge msg/s, bridge cores, records in Kafka) on one stack."""
+def drains(info: StackInfo, n: int) -> tuple[float, float, float, int, float]:
+    """(bare subscriber msg/s, bridge msg/s, bridge cores, records in Kafka, kafka-python
+    producer records/s) on one stack."""
     tag = uuid.uuid4().hex[:6]
     bare_id = f"bare-{tag}"
     persistent_session(info, bare_id, f"a-{tag}/+/status")
@@ -50,12 +52,12 @@ def drains(info: StackInfo, n: int) -> tuple[float, float, float, int]:
     thread.join(30)
     publish_burst(info, f"b-{tag}", n)
     bridged, cpu, in_kafka = bridge_drain(info, kw, n)
-    return bare, bridged, cpu, in_kafka
+    return bare, bridged, cpu, in_kafka, kafka_python_rate(info, n)
 
 
 def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     n = args.messages
-    results: dict[str, tuple[float, float, float, int]] = {}
+    results: dict[str, tuple[float, float, float, int, float]] = {}
     with ExitStack() as stacks:
         for name, secure in (("plaintext", False), ("secure", True)):
             info, _ = stacks.enter_context(bench_stack(None, secure=secure))
@@ -63,13 +65,18 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
             results[name] = drains(info, n)
             versions = {"kafka": info.kafka_version, "mosquitto": info.mosquitto_version}
     print(f"\n{n} messages of {len(payload(0))} bytes, QoS 1, queued in the broker first\n")
-    print(f"{'':12} {'bare subscriber msg/s':>22} {'bridge msg/s':>14} {'bridge cores':>13}")
-    for name, (bare, bridged, cpu, _) in results.items():
-        print(f"{name:12} {bare:>22,.0f} {bridged:>14,.0f} {cpu:>13.2f}")
-    (p_bare, p_bridge, _, p_kafka), (s_bare, s_bridge, s_cpu, s_kafka) = results.values()
     print(
-        f"{'secure/plain':12} {s_bare / p_bare:>22.2f} {s_bridge / p_bridge:>14.2f}"
-        "   (TLS on MQTT, TLS+SCRAM on Kafka)"
+        f"{'':12} {'bare subscriber msg/s':>22} {'bridge msg/s':>14} {'bridge cores':>13} "
+        f"{'kafka-python producer rec/s':>28}"
+    )
+    for name, (bare, bridged, cpu, _, producer) in results.items():
+        print(f"{name:12} {bare:>22,.0f} {bridged:>14,.0f} {cpu:>13.2f} {producer:>28,.0f}")
+    plain, secured = results.values()
+    (p_bare, p_bridge, _, p_kafka, p_producer) = plain
+    (s_bare, s_bridge, s_cpu, s_kafka, s_producer) = secured
+    print(
+        f"{'secure/plain':12} {s_bare / p_bare:>22.2f} {s_bridge / p_bridge:>14.2f} {'':13} "
+        f"{s_producer / p_producer:>28.2f}   (TLS on MQTT, TLS+SCRAM on Kafka)"
     )
     figures.add("bare_subscriber_plaintext", p_bare, "messages/s")
     figures.add("bare_subscriber_tls", s_bare, "messages/s")
@@ -78,6 +85,8 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     figures.add("bridge_tls_scram_over_plaintext", s_bridge / p_bridge, "ratio")
     figures.add("bridge_tls_scram_over_tls_subscriber", s_bridge / s_bare, "ratio")
     figures.add("bridge_tls_scram_cpu", s_cpu, "cores")
+    figures.add("kafka_python_producer_plaintext", p_producer, "records/s")
+    figures.add("kafka_python_producer_sasl_ssl", s_producer, "records/s")
     figures.add("lost", max(n - p_kafka, 0) + max(n - s_kafka, 0), "messages", "== 0")
     return versions
 
