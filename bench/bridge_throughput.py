@@ -137,6 +137,42 @@ def bare_subscriber_drain(info: StackInfo, client_id: str, n: int) -> float:
     return got / elapsed
 
 
+def bridge_session(info: StackInfo, settings_kw: dict[str, object]) -> None:
+    """Start a bridge once and stop it: its topics and its persistent session exist, so the
+    broker queues what is published next for it."""
+    warm = Bridge(load_bridge_settings(stack_config(info), **settings_kw))
+    thread = warm.start_in_thread()
+    warm.stop()
+    thread.join(30)
+
+
+def bare_and_bridge(info: StackInfo, tag: str, n: int) -> tuple[float, float, float, float, int]:
+    """N messages queued, then drained by (a) a bare subscriber and (b) the bridge: (publish
+    rate, bare msg/s, bridge msg/s, bridge cores, records in Kafka)."""
+    bare_id = f"bare-{tag}"
+    persistent_session(info, bare_id, f"a-{tag}/+/status")
+    pub_rate = publish_burst(info, f"a-{tag}", n)
+    bare = bare_subscriber_drain(info, bare_id, n)
+    kw = bridge_kw(info, tag, f"bridge-{tag}", f"raw-{tag}", f"b-{tag}")
+    bridge_session(info, kw)
+    publish_burst(info, f"b-{tag}", n)
+    bridged, cpu, in_kafka = bridge_drain(info, kw, n)
+    return pub_rate, bare, bridged, cpu, in_kafka
+
+
+def bridge_kw(
+    info: StackInfo, tag: str, client_id: str, raw_topic: str, prefix: str
+) -> dict[str, object]:
+    return {
+        "mqtt_url": info.mqtt_url,
+        "kafka_bootstrap": info.kafka_bootstrap,
+        "client_id": client_id,
+        "raw_topic": raw_topic,
+        "dlq_topic": f"dlq-{tag}",
+        "profiles": [{"kind": "json", "topic": f"{prefix}/{{device}}/status"}],
+    }
+
+
 def bridge_drain(
     info: StackInfo, settings_kw: dict[str, object], n: int
 ) -> tuple[float, float, int]:
@@ -243,26 +279,9 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
             f"\nMosquitto {info.mosquitto_version}, Kafka {info.kafka_version}; {n} messages "
             f"of {len(payload(0))} bytes, QoS 1, queued in the broker first\n"
         )
-        # (a) bare paho subscriber
-        bare_id = f"bare-{tag}"
-        persistent_session(info, bare_id, f"a-{tag}/+/status")
-        pub_rate = publish_burst(info, f"a-{tag}", n)
-        bare = bare_subscriber_drain(info, bare_id, n)
-        # (b) the bridge
-        kw: dict[str, object] = {
-            "mqtt_url": info.mqtt_url,
-            "kafka_bootstrap": info.kafka_bootstrap,
-            "client_id": f"bridge-{tag}",
-            "raw_topic": f"raw-{tag}",
-            "dlq_topic": f"dlq-{tag}",
-            "profiles": [{"kind": "json", "topic": f"b-{tag}/{{device}}/status"}],
-        }
-        warm = Bridge(load_bridge_settings({}, **kw))  # creates topics and the session
-        t = warm.start_in_thread()
-        warm.stop()
-        t.join(30)
-        publish_burst(info, f"b-{tag}", n)
-        bridged, cpu, in_kafka = bridge_drain(info, kw, n)
+        # (a) bare paho subscriber, (b) the bridge
+        pub_rate, bare, bridged, cpu, in_kafka = bare_and_bridge(info, tag, n)
+        kw = bridge_kw(info, tag, f"bridge-{tag}", f"raw-{tag}", f"b-{tag}")
         # (c) kafka-python producer
         producer = kafka_python_rate(info, n)
         # (d) the bridge with telemetry coalesced
@@ -277,10 +296,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
                     {"kind": "activity", "topic": f"t-{tag}/{{device}}/SENSOR"},
                 ],
             }
-            warm = Bridge(load_bridge_settings({}, **tel_kw))
-            t = warm.start_in_thread()
-            warm.stop()
-            t.join(30)
+            bridge_session(info, tel_kw)
             publish_burst(info, f"t-{tag}", n, telemetry=k)
             with_telemetry, tel_cpu, tel_records = bridge_drain(info, tel_kw, n)
         # latency

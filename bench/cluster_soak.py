@@ -22,45 +22,21 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient
-
-from bench.common import Figures, fast_publisher, metric, run_bench
+from bench.common import Figures, device_views, fast_publisher, metric, run_bench
 from mqtt_presence.kafka_topics import read_from_beginning
 from mqtt_presence.settings import render_config
 from mqtt_presence.sim.mqtt_device import status_payload
 from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack.kafka import active_controller, partition_leader
 from mqtt_presence.stack.ports import free_port
 from mqtt_presence.worker_process import WorkerProcess
 
 PARTITIONS = 8
-
-
-def leader_of(info: StackInfo, topic: str, partition: int) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
-    try:
-        parts = admin.describe_topics([topic])[0]["partitions"]
-    finally:
-        admin.close()
-    return int(
-        next(
-            p.get("leader_id", p.get("leader")) for p in parts if p["partition_index"] == partition
-        )
-    )
-
-
-def active_controller(info: StackInfo) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
-    try:
-        quorum: Any = admin.describe_metadata_quorum()
-    finally:
-        admin.close()
-    return int(quorum["topics"][0]["partitions"][0]["leader_id"])
 
 
 def start_bridge(info: StackInfo, home: Path, tag: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -93,21 +69,9 @@ def start_bridge(info: StackInfo, home: Path, tag: str) -> tuple[subprocess.Pope
 
 
 def sessions_seen(url: str) -> dict[str, tuple[str, int]]:
-    """Every device's (status, session) from the API, page by page."""
-    seen: dict[str, tuple[str, int]] = {}
-    cursor = ""
-    while True:
-        query = f"{url}/devices?limit=1000" + (f"&cursor={cursor}" if cursor else "")
-        try:
-            with urllib.request.urlopen(query, timeout=10) as r:
-                page = json.loads(r.read())
-        except (OSError, ValueError):
-            return seen
-        for d in page["devices"]:
-            seen[d["device"]] = (d["status"], int(d["current_session"]))
-        cursor = page.get("next_cursor") or ""
-        if not cursor:
-            return seen
+    """Every device's (status, session) from the API."""
+    views = device_views(url, timeout=10) or []
+    return {d["device"]: (d["status"], int(d["current_session"])) for d in views}
 
 
 def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
@@ -152,7 +116,9 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
                     (f"soak-{tag}/{d}/status", status_payload("offline", session - 1, now))
                 )
             victim = (
-                active_controller(info) if storm % 3 == 0 else leader_of(info, topics["raw"], 0)
+                active_controller(info.kafka_bootstrap)
+                if storm % 3 == 0
+                else partition_leader(info.kafka_bootstrap, topics["raw"], 0)
             )
             role = "controller" if storm % 3 == 0 else "raw-0 leader"
             fault = threading.Thread(target=kill_and_restart, args=(stack, victim), daemon=True)

@@ -42,12 +42,16 @@ from typing import Any
 import msgspec
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import TopicPartition
 
 from bench.common import Figures, bench_stack, run_bench
 from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, StatusChange
 from mqtt_presence.core.events import Reason, Status
-from mqtt_presence.kafka_topics import TopicSpec, ensure_topics, read_from_beginning
+from mqtt_presence.kafka_topics import (
+    TopicSpec,
+    ensure_topics,
+    group_caught_up,
+    read_from_beginning,
+)
 from mqtt_presence.settings import render_config
 from mqtt_presence.sink.config import load_sink_settings
 from mqtt_presence.sink.postgres import PostgresSink
@@ -226,16 +230,6 @@ def sink_backend_pid(pg: LocalPostgres, dbname: str) -> int:
     return int(found[0])
 
 
-def committed_all(info: StackInfo, group: str, topic: str) -> bool:
-    consumer = KafkaConsumer(bootstrap_servers=info.kafka_bootstrap, group_id=group)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        ends = consumer.end_offsets(tps)
-        return all((consumer.committed(tp) or 0) >= ends[tp] for tp in tps)
-    finally:
-        consumer.close(autocommit=False)
-
-
 def wait(condition: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -293,7 +287,9 @@ def storm(
         print(f"  {fleet.sent:,} raw lifecycle messages sent; letting both consumers catch up")
         time.sleep(GRACE_MS / 1000 + 2)  # the last deadlines fire
         wait(lambda: naive.messages >= fleet.sent, 600, "the naive consumer")
-        wait(lambda: committed_all(info, group, topics["status"]), 600, "the sink")
+        wait(
+            lambda: group_caught_up(info.kafka_bootstrap, group, topics["status"]), 600, "the sink"
+        )
         time.sleep(11)  # an idle backend flushes its statistics within 10 s (PostgreSQL 15)
         status_records = len(read_from_beginning(info.kafka_bootstrap, topics["status"]))
         results = {

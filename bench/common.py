@@ -150,6 +150,24 @@ def kafka_of(info: StackInfo) -> KafkaSettings | str:
     return KafkaSettings.load(stack_config(info)) if info.secure else info.kafka_bootstrap
 
 
+def device_views(url: str, timeout: float = 5.0) -> list[dict[str, Any]] | None:
+    """Every device's view from a worker's API (`GET /devices`, page by page), or None when a
+    page does not come."""
+    views: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        query = f"{url}/devices?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        try:
+            with urllib.request.urlopen(query, timeout=timeout) as r:
+                page = msgspec.json.decode(r.read())
+        except (OSError, msgspec.DecodeError):
+            return None
+        views += page["devices"]
+        cursor = page.get("next_cursor") or ""
+        if not cursor:
+            return views
+
+
 def p50_p99(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]

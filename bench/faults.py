@@ -48,7 +48,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -62,7 +61,7 @@ from kafka.partitioner.default import murmur2
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.common import Figures, bench_stack, metric, run_bench
+from bench.common import Figures, bench_stack, device_views, metric, run_bench
 from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
 from mqtt_presence.settings import render_config
 from mqtt_presence.sim.mqtt_device import status_payload
@@ -313,20 +312,10 @@ class ApiWatch:
 
 
 def devices_of(port: int) -> dict[str, str] | None:
-    out: dict[str, str] = {}
-    cursor = ""
-    while True:
-        url = f"http://127.0.0.1:{port}/devices?limit=1000&cursor={cursor}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                page = json.loads(r.read())
-        except (OSError, ValueError):
-            return None
-        for d in page["devices"]:
-            out[d["device"]] = "offline" if d.get("sleeping") else d["status"]
-        cursor = page.get("next_cursor") or ""
-        if not cursor:
-            return out
+    views = device_views(f"http://127.0.0.1:{port}")
+    if views is None:
+        return None
+    return {d["device"]: "offline" if d.get("sleeping") else d["status"] for d in views}
 
 
 def bridge(info: StackInfo, home: Path, tag: str, topics: dict[str, str]) -> Managed:

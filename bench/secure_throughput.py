@@ -16,42 +16,15 @@ import argparse
 import uuid
 from contextlib import ExitStack
 
-from bench.bridge_throughput import (
-    bare_subscriber_drain,
-    bridge_drain,
-    kafka_python_rate,
-    payload,
-    persistent_session,
-    publish_burst,
-)
-from bench.common import Figures, bench_stack, run_bench, stack_config
-from mqtt_presence.bridge.app import Bridge
-from mqtt_presence.bridge.config import load_bridge_settings
+from bench.bridge_throughput import bare_and_bridge, kafka_python_rate, payload
+from bench.common import Figures, bench_stack, run_bench
 from mqtt_presence.stack import StackInfo
 
 
 def drains(info: StackInfo, n: int) -> tuple[float, float, float, int, float]:
     """(bare subscriber msg/s, bridge msg/s, bridge cores, records in Kafka, kafka-python
     producer records/s) on one stack."""
-    tag = uuid.uuid4().hex[:6]
-    bare_id = f"bare-{tag}"
-    persistent_session(info, bare_id, f"a-{tag}/+/status")
-    publish_burst(info, f"a-{tag}", n)
-    bare = bare_subscriber_drain(info, bare_id, n)
-    kw: dict[str, object] = {
-        "mqtt_url": info.mqtt_url,
-        "kafka_bootstrap": info.kafka_bootstrap,
-        "client_id": f"bridge-{tag}",
-        "raw_topic": f"raw-{tag}",
-        "dlq_topic": f"dlq-{tag}",
-        "profiles": [{"kind": "json", "topic": f"b-{tag}/{{device}}/status"}],
-    }
-    warm = Bridge(load_bridge_settings(stack_config(info), **kw))  # topics and the session
-    thread = warm.start_in_thread()
-    warm.stop()
-    thread.join(30)
-    publish_burst(info, f"b-{tag}", n)
-    bridged, cpu, in_kafka = bridge_drain(info, kw, n)
+    _, bare, bridged, cpu, in_kafka = bare_and_bridge(info, uuid.uuid4().hex[:6], n)
     return bare, bridged, cpu, in_kafka, kafka_python_rate(info, n)
 
 

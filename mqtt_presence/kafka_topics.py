@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -265,3 +265,14 @@ def read_from_beginning(kafka: KafkaSettings | str, topic: str, idle_ms: int = 2
         return list(consumer)
     finally:
         consumer.close()
+
+
+def group_caught_up(kafka: KafkaSettings | str, group: str, topic: str) -> bool:
+    """Consumer group `group` has committed the end of every partition of `topic`."""
+    consumer = KafkaConsumer(**client_options(kafka), group_id=group)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(tps)
+        return bool(tps) and all((consumer.committed(tp) or 0) >= ends[tp] for tp in tps)
+    finally:
+        consumer.close(autocommit=False)

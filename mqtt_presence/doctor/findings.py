@@ -202,28 +202,6 @@ CONNACK_FIXES = {
     0x85: "the broker refuses the client id: check its rules for client ids",
     0x86: "check username and password ([bridge] username, password or password_file, "
     "PRESENCE_BRIDGE_PASSWORD)",
-    0x87: "the broker refuses this login: a wrong username or password (Mosquitto answers a "
-    "wrong password so), or anonymous where allow_anonymous is false: check username and "
-    "password or password_file ([bridge], PRESENCE_BRIDGE_PASSWORD), or the client certificate",
-    0x88: "Server unavailable",
-    0x89: "Server busy",
-    0x8A: "Banned",
-    0x8C: "Bad authentication method",
-    0x90: "Topic Name invalid",
-    0x95: "Packet too large",
-    0x97: "Quota exceeded",
-    0x99: "Payload format invalid",
-    0x9A: "Retain not supported",
-    0x9B: "QoS not supported",
-    0x9C: "Use another server",
-    0x9D: "Server moved",
-    0x9F: "Connection rate exceeded",
-}
-CONNACK_FIXES = {
-    0x84: "the broker does not speak MQTT 5, which the bridge needs (Mosquitto 2, EMQX 4+)",
-    0x85: "the broker refuses the client id: check its rules for client ids",
-    0x86: "check username and password ([bridge] username, password or password_file, "
-    "PRESENCE_BRIDGE_PASSWORD)",
     0x87: "the broker refuses this user (anonymous, when none is given and allow_anonymous is "
     "false): give the bridge's username and password or client certificate",
     0x88: "the broker is not serving clients: look at its log",

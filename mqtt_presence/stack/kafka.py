@@ -369,3 +369,28 @@ def wait_ready(
         f"Kafka at {bootstrap} was not ready after {timeout:.0f} s ({last_error!r}); "
         f"last lines of {log}:\n{tail(log)}"
     )
+
+
+def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
+    """The node that leads `partition` of `topic` (what a fault test kills)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        described = admin.describe_topics([topic])[0]
+    finally:
+        admin.close()
+    # kafka-python 3 names the fields as the Metadata protocol does
+    leaders = {
+        p.get("partition_index", p.get("partition")): p.get("leader_id", p.get("leader"))
+        for p in described["partitions"]
+    }
+    return int(leaders[partition])
+
+
+def active_controller(bootstrap: str) -> int:
+    """The KRaft quorum's leader: the active controller (DescribeQuorum, KIP-595)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        quorum: Any = admin.describe_metadata_quorum()
+    finally:
+        admin.close()
+    return int(quorum["topics"][0]["partitions"][0]["leader_id"])

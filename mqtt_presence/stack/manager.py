@@ -239,16 +239,7 @@ class LocalStack:
         started: list[tuple[int, str]] = []
         try:
             progress(f"starting mosquitto on {HOST}:{mport}")
-            msecured = secure.mqtt_secured(self.home, mmtls) if secure_ else None
-            mconf = mosquitto.prepare(self.home, mport, secured=msecured)
-            mproc = mosquitto.start(binary, self.home, mconf)
-            started.append((mproc.pid, "mosquitto"))
-            mosquitto.wait_ready(
-                mport,
-                lambda: mproc.poll() is None,
-                self.home / "mosquitto.log",
-                login=secure.mqtt_login(self.home) if secure_ else None,
-            )
+            mproc = self._run_mosquitto(binary, mport, mmtls, secure_, started)
 
             for attempt in range(1, KAFKA_START_ATTEMPTS + 1):
                 progress(f"starting Kafka {kafka.kafka_version()} (KRaft) on {HOST}:{kport}")
@@ -348,10 +339,7 @@ class LocalStack:
         started: list[tuple[int, str]] = []
         try:
             progress(f"starting mosquitto on {HOST}:{mport}")
-            mconf = mosquitto.prepare(self.home, mport)
-            mproc = mosquitto.start(binary, self.home, mconf)
-            started.append((mproc.pid, "mosquitto"))
-            mosquitto.wait_ready(mport, lambda: mproc.poll() is None, self.home / "mosquitto.log")
+            mproc = self._run_mosquitto(binary, mport, 0, False, started)
             procs = []
             for node in cluster:
                 progress(f"starting Kafka node {node.node_id} on {HOST}:{node.port}")
@@ -459,17 +447,32 @@ class LocalStack:
         info = self._require_info()
         ensure_taken_by_nobody(info.mqtt_port, "MQTT", self.home)
         binary = mosquitto.ensure_installed()
-        secured = secure.mqtt_secured(self.home, info.mqtt_mtls_port) if info.secure else None
         # today's settings, same data
-        conf = mosquitto.prepare(self.home, info.mqtt_port, secured=secured)
+        proc = self._run_mosquitto(binary, info.mqtt_port, info.mqtt_mtls_port, info.secure)
+        return self._record(msgspec.structs.replace(info, mosquitto_pid=proc.pid))
+
+    def _run_mosquitto(
+        self,
+        binary: Path,
+        port: int,
+        mtls_port: int,
+        secured: bool,
+        started: list[tuple[int, str]] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Write the config, start Mosquitto (its pid in `started` before waiting, so that a
+        failed start can be cleaned up) and wait for a real CONNACK."""
+        users = secure.mqtt_secured(self.home, mtls_port) if secured else None
+        conf = mosquitto.prepare(self.home, port, secured=users)
         proc = mosquitto.start(binary, self.home, conf)
+        if started is not None:
+            started.append((proc.pid, "mosquitto"))
         mosquitto.wait_ready(
-            info.mqtt_port,
+            port,
             lambda: proc.poll() is None,
             self.home / "mosquitto.log",
-            login=secure.mqtt_login(self.home) if info.secure else None,
+            login=secure.mqtt_login(self.home) if secured else None,
         )
-        return self._record(msgspec.structs.replace(info, mosquitto_pid=proc.pid))
+        return proc
 
     def _require_info(self) -> StackInfo:
         info = self.info()

@@ -25,10 +25,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from kafka import KafkaAdminClient
 
 from mqtt_presence.kafka_topics import read_from_beginning
-from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack import LocalStack
+from mqtt_presence.stack.kafka import active_controller, partition_leader
 from mqtt_presence.worker_process import WorkerProcess
 from tests.integration.helpers import bridge_settings, running_bridge, unique, wait_for
 
@@ -42,32 +42,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack.up(kafka_nodes=3, progress=lambda msg: print(f"[cluster] {msg}"))
     yield stack
     stack.down(purge=True)
-
-
-def leader_of(info: StackInfo, topic: str, partition: int) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
-    try:
-        described = admin.describe_topics([topic])[0]
-    finally:
-        admin.close()
-    # kafka-python 3 names the fields as the Metadata protocol does
-    return int(
-        next(
-            p.get("leader_id", p.get("leader"))
-            for p in described["partitions"]
-            if p.get("partition_index", p.get("partition")) == partition
-        )
-    )
-
-
-def active_controller(info: StackInfo) -> int:
-    """The KRaft quorum's leader: the active controller (DescribeQuorum, KIP-595)."""
-    admin = KafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
-    try:
-        quorum: Any = admin.describe_metadata_quorum()
-    finally:
-        admin.close()
-    return int(quorum["topics"][0]["partitions"][0]["leader_id"])
 
 
 def test_acknowledged_births_survive_a_leader_kill_and_a_controller_kill(
@@ -114,12 +88,12 @@ def test_acknowledged_births_survive_a_leader_kill_and_a_controller_kill(
 
             def inject() -> None:
                 time.sleep(2)
-                leader = leader_of(info, topics["raw"], 0)
+                leader = partition_leader(info.kafka_bootstrap, topics["raw"], 0)
                 faults.append(f"killed node {leader}, leader of {topics['raw']}-0")
                 cluster.kill_kafka_node(leader, signal.SIGKILL)
                 time.sleep(4)
                 cluster.start_kafka_node(leader)
-                controller = active_controller(info)
+                controller = active_controller(info.kafka_bootstrap)
                 faults.append(f"killed node {controller}, the active controller")
                 cluster.kill_kafka_node(controller, signal.SIGKILL)
                 time.sleep(4)

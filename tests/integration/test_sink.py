@@ -28,12 +28,11 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import TopicPartition
+from kafka import KafkaProducer
 
 from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, StatusChange
 from mqtt_presence.core.events import Reason, Status
-from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
+from mqtt_presence.kafka_topics import TopicSpec, ensure_topics, group_caught_up
 from mqtt_presence.settings import render_config
 from mqtt_presence.sink.batch import SinkStats, datetime_to_millis, prepare
 from mqtt_presence.sink.config import load_sink_settings
@@ -88,14 +87,7 @@ def produce_changes(stack: StackInfo, topic: str, changes: list[StatusChange]) -
 
 
 def caught_up(stack: StackInfo, group: str, topic: str) -> bool:
-    """The group has committed the end of every partition of `topic`."""
-    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        ends = consumer.end_offsets(tps)
-        return all((consumer.committed(tp) or 0) >= ends[tp] for tp in tps)
-    finally:
-        consumer.close(autocommit=False)
+    return group_caught_up(stack.kafka_bootstrap, group, topic)
 
 
 def rows(pg: LocalPostgres, table: str) -> dict[str, dict[str, Any]]:
@@ -264,7 +256,11 @@ def test_redelivered_records_change_nothing_and_bad_ones_stop_nothing(
     produce(stack, topic, [(b"dev-bad", b"{not json"), (b"dev-x", None)])
     group = unique("g")
     sinks.append(Sink(stack, postgres, tmp_path, topic, group, table))
-    wait_for(lambda: caught_up(stack, group, topic), 30, "the sink to commit the topic's end")
+    wait_for(
+        lambda: caught_up(stack, group, topic),
+        30,
+        "the sink to commit the topic's end",
+    )
     before = rows(postgres, table)
     assert {d: r["version"] for d, r in before.items()} == newest(changes)
     # Kafka delivers everything again: to a second group from the beginning, and the same records
@@ -272,8 +268,16 @@ def test_redelivered_records_change_nothing_and_bad_ones_stop_nothing(
     again = unique("g")
     sinks.append(Sink(stack, postgres, tmp_path, topic, again, table))
     produce_changes(stack, topic, changes)
-    wait_for(lambda: caught_up(stack, again, topic), 30, "the second group to catch up")
-    wait_for(lambda: caught_up(stack, group, topic), 30, "the first group to catch up again")
+    wait_for(
+        lambda: caught_up(stack, again, topic),
+        30,
+        "the second group to catch up",
+    )
+    wait_for(
+        lambda: caught_up(stack, group, topic),
+        30,
+        "the first group to catch up again",
+    )
     assert rows(postgres, table) == before  # updated_at included: no row was touched
     text = sinks[0].text()
     assert "refused" in text
@@ -319,7 +323,11 @@ def test_a_sink_killed_mid_run_and_restarted_loses_nothing_and_never_goes_back(
     print(f"killed with {at_kill:,} of {len(changes):,} history rows written")
     assert at_kill < len(changes), "the sink finished before it was killed: kill it sooner"
     sinks.append(Sink(stack, postgres, tmp_path, topic, group, table, *args))
-    wait_for(lambda: caught_up(stack, group, topic), 60, "the restarted sink to catch up")
+    wait_for(
+        lambda: caught_up(stack, group, topic),
+        60,
+        "the restarted sink to catch up",
+    )
     done.set()
     watcher.join(5)
     assert regressions == []
@@ -370,10 +378,16 @@ def test_a_database_outage_mid_run_is_retried_and_loses_nothing(
         later = [change(f"dev-{d:03d}", 2) for d in range(100)]
         produce_changes(stack, topic, later)
         wait_for(lambda: "retry 1 in" in sink.text(), 30, "the sink to retry")
-        assert not caught_up(stack, group, topic)  # offsets wait for the database
+        assert not group_caught_up(
+            stack.kafka_bootstrap, group, topic
+        )  # offsets wait for the database
     finally:
         postgres.start()
-    wait_for(lambda: caught_up(stack, group, topic), 60, "the sink to write after the outage")
+    wait_for(
+        lambda: caught_up(stack, group, topic),
+        60,
+        "the sink to write after the outage",
+    )
     assert versions(postgres, table) == newest(first + later)
     assert sink.alive()
 
@@ -482,7 +496,11 @@ def test_the_table_equals_what_a_real_workers_http_api_shows(
             return len(api) == len(devices) and offline == expected_offline
 
         wait_for(settled, 30, "the worker to settle every device")
-        wait_for(lambda: caught_up(stack, group, topics["status"]), 30, "the sink to catch up")
+        wait_for(
+            lambda: caught_up(stack, group, topics["status"]),
+            30,
+            "the sink to catch up",
+        )
         api, table_rows = shown(), rows(postgres, table)
         assert set(table_rows) == set(devices)
         for device in devices:
