@@ -24,6 +24,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from mqtt_presence.stack.errors import BrokerStartError, StackError, ToolMissingError
 from mqtt_presence.stack.logs import tail
@@ -371,13 +372,30 @@ def wait_ready(
     )
 
 
+# Right after a node of a cluster was killed or started again, a request can reach an address
+# that refuses it until the metadata catches up: ask again, a second apart, a few times.
+ask_the_cluster = Retrying(
+    retry=retry_if_exception_type((KafkaError, OSError)),
+    stop=stop_after_attempt(10),
+    wait=wait_fixed(1),
+    reraise=True,
+)
+
+
+def _admin_call(bootstrap: str, call: Callable[[KafkaAdminClient], Any]) -> Any:
+    def once() -> Any:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            return call(admin)
+        finally:
+            admin.close()
+
+    return ask_the_cluster(once)
+
+
 def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
     """The node that leads `partition` of `topic` (what a fault test kills)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        described = admin.describe_topics([topic])[0]
-    finally:
-        admin.close()
+    described = _admin_call(bootstrap, lambda admin: admin.describe_topics([topic])[0])
     # kafka-python 3 names the fields as the Metadata protocol does
     leaders = {
         p.get("partition_index", p.get("partition")): p.get("leader_id", p.get("leader"))
@@ -388,9 +406,5 @@ def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
 
 def active_controller(bootstrap: str) -> int:
     """The KRaft quorum's leader: the active controller (DescribeQuorum, KIP-595)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        quorum: Any = admin.describe_metadata_quorum()
-    finally:
-        admin.close()
+    quorum = _admin_call(bootstrap, lambda admin: admin.describe_metadata_quorum())
     return int(quorum["topics"][0]["partitions"][0]["leader_id"])
