@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -274,5 +275,39 @@ def group_caught_up(kafka: KafkaSettings | str, group: str, topic: str) -> bool:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = consumer.end_offsets(tps)
         return bool(tps) and all((consumer.committed(tp) or 0) >= ends[tp] for tp in tps)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def committed_offsets(kafka: KafkaSettings | str, group: str, topic: str) -> dict[int, int]:
+    """The offsets consumer group `group` has committed in `topic`, by partition (partitions
+    it never committed are left out). Reads only: the group is not joined."""
+    consumer = KafkaConsumer(**client_options(kafka), group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        offsets = {tp.partition: consumer.committed(tp) for tp in tps}
+        return {p: offset for p, offset in offsets.items() if offset is not None}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def records_between(
+    kafka: KafkaSettings | str, topic: str, partition: int, start: int, end: int
+) -> int:
+    """How many records of `topic`'s `partition` a consumer gets with offsets in [start, end):
+    none where the offsets are a gap (transaction markers, deleted by retention)."""
+    tp = TopicPartition(topic, partition)
+    consumer = KafkaConsumer(
+        **client_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        found = 0
+        deadline = time.monotonic() + 30
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=1000).get(tp, []):
+                found += start <= record.offset < end
+        return found
     finally:
         consumer.close(autocommit=False)

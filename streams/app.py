@@ -102,7 +102,7 @@ def create_app(settings: WorkerSettings, config: PresenceConfig) -> tuple[faust.
         "producer_linger": 0.01,
         # A killed worker's partitions move on after this (Faust's default is 60 s).
         "broker_session_timeout": settings.session_timeout_s,
-        "broker_heartbeat_interval": settings.session_timeout_s / 4,
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
     }
     app = faust.App(settings.app_id, **options)
     topology = build_topology(app, settings, config)

@@ -78,6 +78,10 @@ class WorkerSettings(FileTableSettings):
         10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"
     )
 
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.session_timeout_s / 4
+
     @model_validator(mode="before")
     @classmethod
     def _token_from_file(cls, data: Any) -> Any:

@@ -20,6 +20,7 @@ import msgspec
 
 from mqtt_presence.core import StatusChange
 from mqtt_presence.outages import Outages
+from mqtt_presence.streams.fence import SessionFence
 from mqtt_presence.streams.metrics import WorkerMetrics
 
 log = logging.getLogger("presence.worker")
@@ -119,16 +120,20 @@ class AgentOutput:
         status_topic: str,
         metrics: WorkerMetrics,
         on_failure: Callable[[BaseException], None],
+        fence: SessionFence | None = None,
     ) -> None:
         self.producer = producer
         self.table = table
         self.status_topic = status_topic
         self.metrics = metrics
         self.on_failure = on_failure
+        self.fence = fence  # asked before each write: a process paused past its session ends
         self.failure: BaseException | None = None
 
     async def put_state(self, key: bytes, value: bytes, partition: int) -> None:
         self.raise_failure()
+        if self.fence is not None:
+            self.fence.check()
         self.table.data[key] = value
         changelog = self.table.changelog_topic_name
         delivery = await self.producer.send(changelog, key, value, partition, None, None)
@@ -136,6 +141,8 @@ class AgentOutput:
 
     async def send_status(self, key: bytes, change: StatusChange, *, count: bool = True) -> None:
         self.raise_failure()
+        if self.fence is not None:
+            self.fence.check()
         delivery = await self.producer.send(
             self.status_topic, key, encode(change), None, None, None
         )

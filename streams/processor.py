@@ -34,6 +34,7 @@ from mqtt_presence.core.records import DeadLetterRecord
 from mqtt_presence.core.schedule import Schedule
 from mqtt_presence.streams.metrics import WorkerMetrics
 from mqtt_presence.streams.output import DeliveryError, encode
+from mqtt_presence.streams.skips import SkipWatch
 from mqtt_presence.streams.status_index import StatusIndex, category
 
 log = logging.getLogger("presence.worker")
@@ -118,10 +119,18 @@ class Processor:
     metrics: WorkerMetrics
     clock_ms: Callable[[], int] = wall_clock_ms
     statuses: StatusIndex = field(default_factory=StatusIndex)
+    skips: SkipWatch | None = None  # raw records Faust never handed over (see `skips`)
 
     async def handle(self, event: Event) -> None:
         message = event.message
         self.output.raise_failure()  # outside the try: this one must stop the agent
+        skipped = (
+            self.skips is not None
+            and message.topic != self.ticks_topic
+            and not await self.skips.check(message.partition, message.offset)
+        )
+        if skipped:
+            return  # records before this one were never handed over: the process is ending
         try:
             if message.topic == self.ticks_topic:
                 now = decode_tick(event.value or b"")["now"]

@@ -25,7 +25,9 @@ import faust
 from faust.types import TableT
 
 from mqtt_presence.core import DeviceState, PresenceConfig, decode_state
+from mqtt_presence.kafka_topics import committed_offsets, records_between
 from mqtt_presence.streams.config import WorkerSettings
+from mqtt_presence.streams.fence import SessionFence
 from mqtt_presence.streams.metrics import WorkerMetrics
 from mqtt_presence.streams.output import (
     AgentOutput,
@@ -36,6 +38,7 @@ from mqtt_presence.streams.output import (
 )
 from mqtt_presence.streams.processor import DeadlineIndex, Processor
 from mqtt_presence.streams.recovery import RECOVERY_WATCH_INTERVAL_S, RecoveryWatch, rebuild
+from mqtt_presence.streams.skips import SkipWatch
 
 log = logging.getLogger("presence.worker")
 
@@ -97,10 +100,16 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
     )
     metrics = WorkerMetrics()
     metrics.watch(app.monitor)
-    output = AgentOutput(app.producer, table, k.status_topic, metrics, exit_without_commit)
+    fence = SessionFence.for_session(
+        settings.session_timeout_s, settings.heartbeat_interval_s, exit_for_restart
+    )
+    output = AgentOutput(app.producer, table, k.status_topic, metrics, exit_without_commit, fence)
 
     async def dead_letter(key: bytes, value: bytes) -> Any:
         return await dlq.send(key=key, value=value)
+
+    async def count_between(partition: int, start: int, end: int) -> int:
+        return await asyncio.to_thread(records_between, k, k.raw_topic, partition, start, end)
 
     processor = Processor(
         store=table.data,
@@ -111,6 +120,7 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         output=output,
         dead_letters=dead_letter,
         metrics=metrics,
+        skips=SkipWatch(count_between, exit_for_restart),
     )
     topology = Topology(app, raw, ticks, table, settings, config, metrics, output, processor)
     source = app.topic(
@@ -127,7 +137,12 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
     recovery_watch = RecoveryWatch(settings.recovery_stall_s)
     app.timer(RECOVERY_WATCH_INTERVAL_S)(lambda: check_recovery(topology, recovery_watch))
     table.on_recover(lambda: on_recovered(topology))
+    app.task(lambda: start_fence(fence))
     return topology
+
+
+async def start_fence(fence: SessionFence) -> None:
+    fence.start()
 
 
 async def run_agent(processor: Processor, stream: AsyncIterable[Any]) -> None:
@@ -143,6 +158,22 @@ async def send_ticks(topology: Topology, watch: WriteWatch) -> None:
         delivery = await topology.ticks.send(key=b"tick", value=value, partition=partition)
         watch.sent(cast("asyncio.Future[Any]", delivery))  # a FutureMessage at run time
     watch.check(time.monotonic())
+
+
+async def expect_committed_offsets(topology: Topology, active: set[int]) -> None:
+    """Tell the skip watch where the group committed the raw partitions this worker owns now."""
+    skips = topology.processor.skips
+    if skips is None:
+        return
+    k = topology.settings.kafka
+    try:
+        committed = await asyncio.to_thread(
+            committed_offsets, k, topology.settings.app_id, k.raw_topic
+        )
+    except Exception as exc:  # the watch goes on from what this process was given
+        log.warning("could not read the group's committed offsets after a rebalance: %r", exc)
+        return
+    skips.rebalanced({p: offset for p, offset in committed.items() if p in active})
 
 
 async def check_recovery(topology: Topology, watch: RecoveryWatch) -> None:
@@ -176,6 +207,7 @@ async def on_recovered(topology: Topology) -> None:
     topology.processor.deadlines = recovered.index
     topology.processor.statuses = recovered.statuses
     topology.held_partitions = active
+    await expect_committed_offsets(topology, active)
     log.info(
         "recovered %d devices, %d with a pending deadline; holding partitions %s; "
         "%d changes re-announced for the ones taken over %s (%.1f s)",

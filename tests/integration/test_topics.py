@@ -7,7 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from mqtt_presence.kafka_topics import (
+    TopicSpec,
+    committed_offsets,
+    ensure_topics,
+    records_between,
+)
 from mqtt_presence.settings import render_config
 from mqtt_presence.stack import StackInfo
 from mqtt_presence.streams.topology import changelog_topic
@@ -75,3 +83,22 @@ def test_a_bridge_refuses_a_raw_topic_with_another_partition_count(
     assert status == 1, said
     assert f"{raw} has 2 partitions, the configuration says 4" in said
     assert "Traceback" not in said
+
+
+def test_what_the_skip_watch_asks_kafka(stack: StackInfo) -> None:
+    """The skip watch's two questions, against the real broker: how many records lie between two
+    offsets (none past the end), and where a group committed a topic's partitions."""
+    topic, group = unique("skips"), unique("group")
+    ensure_topics(stack.kafka_bootstrap, "test", [TopicSpec(topic, 2)])
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    for i in range(20):
+        producer.send(topic, value=b"x%d" % i, partition=1)
+    producer.flush()
+    producer.close()
+    assert records_between(stack.kafka_bootstrap, topic, 1, 5, 15) == 10
+    assert records_between(stack.kafka_bootstrap, topic, 1, 18, 40) == 2
+    assert records_between(stack.kafka_bootstrap, topic, 0, 0, 10) == 0
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group)
+    consumer.commit({TopicPartition(topic, 1): OffsetAndMetadata(12, "", -1)})
+    consumer.close(autocommit=False)
+    assert committed_offsets(stack.kafka_bootstrap, group, topic) == {1: 12}
