@@ -167,3 +167,41 @@ def test_a_demo_stopped_by_a_signal_stops_everything_it_started(
     assert "stack stopped" in out.read_text()
     # a healthy start of the local stack says nothing alarming (the probes wait quietly)
     assert not LOUD.search(started), started
+
+
+def test_the_cmdb_storm_demo_shows_what_the_sink_spares_the_database(stack: StackInfo) -> None:
+    """`presence demo --cmdb-storm`: report A's flapping agents, written into a real PostgreSQL
+    once per raw message (what report A's CMDB did, until its MongoDB load forced the agent off)
+    and once through presence.status by the sink. The sink must cost the database fewer
+    statements and rows, and the demo must leave no database behind."""
+    before = set(Path("/tmp").glob("presence-pg-*"))
+    done = subprocess.run(
+        [
+            *DEMO,
+            "--cmdb-storm",
+            *("--home", str(stack.home), "--duration", "20", "--devices", "200"),
+            *("--flapping", "0.2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {
+        m.group(1): [float(x.replace(",", "")) for x in m.group(2, 3, 4)]
+        for m in re.finditer(
+            r"^(every raw message \(naive\)|presence.status \(sink\))\s+([\d,]+)\s+([\d,]+)\s+"
+            r"([\d,]+)",
+            done.stdout,
+            re.MULTILINE,
+        )
+    }
+    naive, sink = rows["every raw message (naive)"], rows["presence.status (sink)"]
+    assert naive[0] > sink[0] > 0  # messages each consumer read
+    assert naive[1] > 2 * sink[1]  # statements
+    assert naive[2] > sink[2]  # rows written
+    assert "naive / sink: statements x" in done.stdout
+    assert set(Path("/tmp").glob("presence-pg-*")) == before
+    assert LocalStack(Path(stack.home)).running()  # it was up before: the demo leaves it up
