@@ -55,6 +55,22 @@ def doctor_command(
     max_lag: Annotated[
         int, typer.Option(help="Consumer lag of one partition above which it warns")
     ] = 1000,
+    emqx_api: Annotated[
+        str | None,
+        typer.Option(
+            help="EMQX's REST API (http://host:18083): also check its flapping detection, bans "
+            "in force and listener rate limits"
+        ),
+    ] = None,
+    emqx_key: Annotated[str | None, typer.Option(help="An EMQX API key")] = None,
+    emqx_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PRESENCE_DOCTOR_EMQX_SECRET",
+            help="The API key's secret",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The findings as JSON.")] = False,
 ) -> None:
     """Check a deployment in report A's order (network, broker, Kafka, consumers) and print a
@@ -87,6 +103,9 @@ def doctor_command(
         timeout_s=timeout,
         last=last,
         max_lag=max_lag,
+        emqx_api=emqx_api,
+        emqx_key=emqx_key,
+        emqx_secret=emqx_secret,
     )
     findings = examine(plan)
     if as_json:

@@ -610,6 +610,160 @@ def judge_broker(stats: BrokerStats | None) -> list[Finding]:
     return out
 
 
+# --- step 3: EMQX's limits, through its REST API (when `--emqx-api` is given) -----------------
+
+EMQX_LIMITS = (
+    "max_conn_rate",
+    "max_conn_burst",
+    "messages_rate",
+    "messages_burst",
+    "bytes_rate",
+    "bytes_burst",
+)
+
+
+@dataclass(frozen=True)
+class EmqxAnswers:
+    """EMQX 5's answers to GET /api/v5/configs/flapping_detect, /api/v5/banned and
+    /api/v5/configs/listeners."""
+
+    flapping: HttpAnswer
+    banned: HttpAnswer
+    listeners: HttpAnswer
+
+
+def _emqx_json(answer: HttpAnswer, check: str) -> tuple[Any, Finding | None]:
+    if answer.status == 200:
+        try:
+            return json.loads(answer.body), None
+        except ValueError:
+            return None, Finding(
+                step=3, check=check, status="warn", seen=f"{answer.url} did not answer JSON"
+            )
+    if answer.status in (401, 403):
+        fix = "an API key and its secret (EMQX Dashboard, System, API Keys): --emqx-key and "
+        fix += "--emqx-secret (or PRESENCE_DOCTOR_EMQX_SECRET)"
+    else:
+        fix = "the EMQX REST API's address, port 18083 by default: --emqx-api http://host:18083"
+    seen = f"{answer.url}: " + (f"HTTP {answer.status}" if answer.status else str(answer.error))
+    return None, Finding(step=3, check=check, status="warn", seen=seen, fix=fix)
+
+
+def _flapping_rules(config: Any) -> dict[str, dict[str, Any]]:
+    """The detection rules in force, by what they count: EMQX 5 has one (by client id) with
+    `enable`; EMQX 6.3 has `by_clientid`, `by_username`, `by_peerhost`, each a rule or "none"."""
+    if not isinstance(config, dict):
+        return {}
+    if "enable" in config:
+        return {"client id": config} if config.get("enable") else {}
+    names = {"by_clientid": "client id", "by_username": "user name", "by_peerhost": "IP address"}
+    return {
+        label: rule
+        for key, label in names.items()
+        if isinstance(rule := config.get(key), dict) and rule.get("enable", True)
+    }
+
+
+def judge_emqx(answers: EmqxAnswers | None) -> list[Finding]:
+    """EMQX's own ways to lose or delay lifecycle messages: flapping detection bans a device
+    that reconnects often (report A's agent, flapping on EMQX), bans in force, and listener
+    rate limits that pause a client or the listener (births and wills arrive late)."""
+    if answers is None:
+        return []
+    out: list[Finding] = []
+    config, problem = _emqx_json(answers.flapping, "emqx.flapping")
+    if problem is not None:
+        out.append(problem)
+    else:
+        rules = _flapping_rules(config)
+        if rules:
+            said = "; ".join(
+                f"by {label}: {r.get('max_count', 15)} connects within "
+                f"{r.get('window_time', '1m')} banned for {r.get('ban_time', '5m')}"
+                for label, r in rules.items()
+            )
+            out.append(
+                Finding(
+                    step=3,
+                    check="emqx.flapping",
+                    status="warn",
+                    seen=f"EMQX's flapping detection is on ({said})",
+                    fix="a device that reconnects that often is refused (CONNACK 0x8A, banned) "
+                    "for the ban time and shows offline here meanwhile, and a reconnect storm "
+                    "after a network outage can ban a whole site; presence damps flapping "
+                    "itself without refusing anyone: raise max_count above what a storm makes "
+                    "one device do, or turn the detection off for the fleet",
+                    data={"rules": rules},
+                )
+            )
+        else:
+            out.append(
+                Finding(step=3, check="emqx.flapping", status="ok", seen="flapping detection off")
+            )
+    banned, problem = _emqx_json(answers.banned, "emqx.banned")
+    if problem is not None:
+        out.append(problem)
+    else:
+        entries = banned.get("data", []) if isinstance(banned, dict) else []
+        meta = banned.get("meta", {}) if isinstance(banned, dict) else {}
+        count = int(meta.get("count", len(entries))) if isinstance(meta, dict) else len(entries)
+        if count:
+            shown = ", ".join(
+                f"{e.get('as', '?')} {e.get('who', '?')} until {e.get('until', '?')}"
+                + (f" ({e['by']})" if e.get("by") else "")
+                for e in entries[:5]
+                if isinstance(e, dict)
+            )
+            out.append(
+                Finding(
+                    step=3,
+                    check="emqx.banned",
+                    status="warn",
+                    seen=f"{count} bans in force: {shown}" + (", ..." if count > 5 else ""),
+                    fix="a banned device cannot connect and is offline here until its ban "
+                    "ends; DELETE /api/v5/banned/{as}/{who} lifts one",
+                    data={"count": count},
+                )
+            )
+        else:
+            out.append(Finding(step=3, check="emqx.banned", status="ok", seen="no ban in force"))
+    listeners, problem = _emqx_json(answers.listeners, "emqx.rate_limits")
+    if problem is not None:
+        out.append(problem)
+        return out
+    limited: dict[str, dict[str, str]] = {}
+    for kind, named in listeners.items() if isinstance(listeners, dict) else []:
+        for name, conf in named.items() if isinstance(named, dict) else []:
+            if not isinstance(conf, dict) or conf.get("enable") is False:
+                continue
+            limits = {k: str(conf[k]) for k in EMQX_LIMITS if conf.get(k) not in (None, "infinity")}
+            if limits:
+                limited[f"{kind}:{name}"] = limits
+    if limited:
+        out.append(
+            Finding(
+                step=3,
+                check="emqx.rate_limits",
+                status="warn",
+                seen="rate limits on "
+                + "; ".join(
+                    f"{listener} " + ", ".join(f"{k} {v}" for k, v in limits.items())
+                    for listener, limits in limited.items()
+                ),
+                fix="EMQX pauses a client over messages_rate or bytes_rate (it stops reading its "
+                "socket) and the listener over max_conn_rate: after an outage, when the whole "
+                "fleet reconnects at once, births and wills arrive late (and the bridge's own "
+                "connection is one client too); size them for a reconnect storm",
+                data={"listeners": limited},
+            )
+        )
+    else:
+        out.append(
+            Finding(step=3, check="emqx.rate_limits", status="ok", seen="no listener rate limit")
+        )
+    return out
+
+
 # --- step 4: Kafka topics ----------------------------------------------------------------------
 
 

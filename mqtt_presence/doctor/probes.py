@@ -3,6 +3,7 @@ it saw, or the error that stopped it, as an observation of `findings`; none rais
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 import threading
@@ -23,6 +24,7 @@ from mqtt_presence.doctor.findings import (
     PROBE_MARK,
     BrokerStats,
     Connack,
+    EmqxAnswers,
     HttpAnswer,
     KafkaLogin,
     Reach,
@@ -483,8 +485,14 @@ def _read_tail(kafka: KafkaSettings, topic: str, last: int, kind: str, timeout_s
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-def http_get(url: str, token: str | None, timeout_s: float) -> HttpAnswer:
+def http_get(
+    url: str, token: str | None, timeout_s: float, basic: tuple[str, str] | None = None
+) -> HttpAnswer:
+    """GET `url` with a bearer `token` or `basic` (user, password) authentication."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if basic is not None:
+        pair = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode("ascii")
+        headers = {"Authorization": f"Basic {pair}"}
     if not url.startswith(("http://", "https://")):
         return HttpAnswer(url, error="not an http:// or https:// address")
     try:
@@ -499,3 +507,15 @@ def http_get(url: str, token: str | None, timeout_s: float) -> HttpAnswer:
         )
     except Exception as exc:
         return HttpAnswer(url, error=_why(exc))
+
+
+def probe_emqx(api: str, key: str | None, secret: str | None, timeout_s: float) -> EmqxAnswers:
+    """EMQX 5's REST API (API key and secret as HTTP basic authentication)."""
+    base = api.rstrip("/")
+    basic = (key, secret or "") if key else None
+    return EmqxAnswers(
+        *(
+            http_get(f"{base}/api/v5/{path}", None, timeout_s, basic)
+            for path in ("configs/flapping_detect", "banned?limit=100", "configs/listeners")
+        )
+    )

@@ -22,6 +22,7 @@ from mqtt_presence.doctor.findings import (
     judge_broker,
     judge_connack,
     judge_dead_letters,
+    judge_emqx,
     judge_flapping,
     judge_kafka_login,
     judge_reach,
@@ -45,6 +46,9 @@ class Plan:
     timeout_s: float = 3.0
     last: int = 1000
     max_lag: int = 1000
+    emqx_api: str | None = None  # EMQX's REST API (http://host:18083): its limits and bans
+    emqx_key: str | None = None
+    emqx_secret: str | None = None
 
 
 def examine(plan: Plan) -> list[Finding]:
@@ -52,6 +56,7 @@ def examine(plan: Plan) -> list[Finding]:
         ("MQTT", mqtt_findings, plan.timeout_s * 8 + 5),
         ("Kafka", kafka_findings, plan.timeout_s * 16 + 5),
         ("HTTP", health_findings, plan.timeout_s * (3 * len(plan.worker_urls) + 2) + 5),
+        ("EMQX", emqx_findings, plan.timeout_s * 3 + 5),
     ]
     results: dict[str, list[Finding]] = {}
     threads = []
@@ -95,6 +100,13 @@ def _collect(
                 fix="a bug of the doctor's: please report it",
             )
         ]
+
+
+def emqx_findings(plan: Plan) -> list[Finding]:
+    if plan.emqx_api is None:
+        return []
+    answers = probes.probe_emqx(plan.emqx_api, plan.emqx_key, plan.emqx_secret, plan.timeout_s)
+    return judge_emqx(answers)
 
 
 def mqtt_findings(plan: Plan) -> list[Finding]:
