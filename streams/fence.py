@@ -78,9 +78,12 @@ class SessionFence:
 
     def check(self) -> None:
         """Before a write: the process was paused past the limit (seen by the thread, or now,
-        if the thread has not run since the pause) ends it here."""
+        if the thread has not run since the pause) ends it here. Before `start()`, nothing is
+        measured (the time a worker takes to start is not a pause)."""
         if self.expired is not None:
             self.on_expired(self.expired)
+            return
+        if self._thread is None:  # not watching yet: the worker is still starting
             return
         gap = self.clock() - self.last_seen
         if gap > self.limit_s:

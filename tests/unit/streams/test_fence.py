@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 from hypothesis import given
@@ -31,8 +32,27 @@ class Clock:
 
 
 def fence(limit_s: float = 7.5) -> tuple[SessionFence, Clock, list[str]]:
+    """A fence as a running worker has it: started (its thread's ticks are driven by hand)."""
     clock, calls = Clock(), list[str]()
-    return SessionFence(limit_s, calls.append, clock), clock, calls
+    f = SessionFence(limit_s, calls.append, clock)
+    f._thread = threading.current_thread()  # watching, without a thread of its own
+    return f, clock, calls
+
+
+def test_the_time_a_worker_takes_to_start_is_not_a_pause() -> None:
+    # Found by CI: a worker built its fence, took 4.5 s to recover its table, wrote its first
+    # record before the fence's thread started, and exited (a 6 s session: limit 4.5 s).
+    clock, calls = Clock(), list[str]()
+    f = SessionFence(4.5, calls.append, clock)
+    clock.now += 30
+    f.check()
+    assert calls == []
+    f.start()
+    try:
+        f.check()
+        assert calls == []
+    finally:
+        f.stop()
 
 
 def test_regular_ticks_and_checks_never_expire() -> None:
