@@ -37,7 +37,12 @@ from mqtt_presence.streams.output import (
     exit_without_commit,
 )
 from mqtt_presence.streams.processor import DeadlineIndex, Processor
-from mqtt_presence.streams.recovery import RECOVERY_WATCH_INTERVAL_S, RecoveryWatch, rebuild
+from mqtt_presence.streams.recovery import (
+    RECOVERY_WATCH_INTERVAL_S,
+    Announcer,
+    RecoveryWatch,
+    rebuild,
+)
 from mqtt_presence.streams.skips import SkipWatch
 
 log = logging.getLogger("presence.worker")
@@ -63,6 +68,7 @@ class Topology:
     metrics: WorkerMetrics
     output: AgentOutput
     processor: Processor
+    announcer: Announcer
     # raw partitions this process has held since its last recovery: their changes all went out
     held_partitions: set[int] = field(default_factory=set)
 
@@ -122,7 +128,10 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         metrics=metrics,
         skips=SkipWatch(count_between, exit_for_restart),
     )
-    topology = Topology(app, raw, ticks, table, settings, config, metrics, output, processor)
+    announcer = Announcer(table.data, output, settings.reannounce_per_s)
+    topology = Topology(
+        app, raw, ticks, table, settings, config, metrics, output, processor, announcer
+    )
     source = app.topic(
         k.raw_topic,
         k.ticks_topic,
@@ -138,7 +147,31 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
     app.timer(RECOVERY_WATCH_INTERVAL_S)(lambda: check_recovery(topology, recovery_watch))
     table.on_recover(lambda: on_recovered(topology))
     app.task(lambda: start_fence(fence))
+    app.task(lambda: reannounce(topology))
     return topology
+
+
+async def reannounce(topology: Topology) -> None:
+    """The background re-announcement (see `Announcer`), with a line when it starts and ends."""
+    announcer, app = topology.announcer, topology.app
+    while not app.should_stop:
+        if not announcer.pending:
+            await asyncio.sleep(0.5)
+            continue
+        started, total = time.monotonic(), announcer.remaining
+        log.info(
+            "re-announcing %d changes of partitions %s at %.0f/s",
+            total,
+            sorted(announcer.pending),
+            announcer.per_s,
+        )
+        sent = await announcer.announce(should_stop=lambda: bool(app.should_stop))
+        log.info(
+            "re-announced %d changes in %.1f s%s",
+            sent,
+            time.monotonic() - started,
+            "; stopping, the rest is for whoever recovers next" if app.should_stop else "",
+        )
 
 
 async def start_fence(fence: SessionFence) -> None:
@@ -187,7 +220,7 @@ async def check_recovery(topology: Topology, watch: RecoveryWatch) -> None:
 
 
 async def on_recovered(topology: Topology) -> None:
-    """Rebuild the deadline index and re-announce the changes of the partitions taken over.
+    """Rebuild the deadline index and queue the re-announcement of the partitions taken over.
     Partitions this process held before the rebalance too are not re-announced: their changes
     all went out from here (or the process would have exited)."""
     started = time.monotonic()
@@ -198,23 +231,21 @@ async def on_recovered(topology: Topology) -> None:
         partitions=topology.settings.kafka.partitions,
         taken_over=taken_over,
         config=topology.config,
-        output=topology.output,
         reannounce=topology.settings.reannounce_on_recovery,
-        should_stop=lambda: bool(topology.app.should_stop),
     )
-    if recovered.cut_short:
-        return
     topology.processor.deadlines = recovered.index
     topology.processor.statuses = recovered.statuses
     topology.held_partitions = active
-    await expect_committed_offsets(topology, active)
+    topology.announcer.keep_only(active)
+    topology.announcer.take_over(recovered.to_announce)
     log.info(
         "recovered %d devices, %d with a pending deadline; holding partitions %s; "
-        "%d changes re-announced for the ones taken over %s (%.1f s)",
+        "%d changes to re-announce for the ones taken over %s (%.1f s)",
         recovered.devices,
         len(recovered.index),
         sorted(active),
-        recovered.announced,
+        sum(len(keys) for keys in recovered.to_announce.values()),
         sorted(taken_over),
         time.monotonic() - started,
     )
+    await expect_committed_offsets(topology, active)

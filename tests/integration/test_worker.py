@@ -429,7 +429,7 @@ def test_two_workers_split_the_partitions_and_survive_a_sigkill(
     # The survivor re-announced the partitions it took over from the killed worker, not the
     # ones it had held all along (a restarted survivor took them all over).
     recoveries = re.findall(
-        r"holding partitions \[([\d, ]*)\]; \d+ changes re-announced for the ones taken over "
+        r"holding partitions \[([\d, ]*)\]; \d+ changes to re-announce for the ones taken over "
         r"\[([\d, ]*)\]",
         survivor_log,
     )

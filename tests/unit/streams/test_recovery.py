@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import asyncio
 
-from mqtt_presence.core import ConnectionEvent, EventKind, PresenceConfig, StatusChange, transition
+from mqtt_presence.core import (
+    ConnectionEvent,
+    EventKind,
+    PresenceConfig,
+    StatusChange,
+    Tick,
+    decode_state,
+    transition,
+)
 from mqtt_presence.core.state import encode_state
 from mqtt_presence.streams.processor import partition_of
-from mqtt_presence.streams.recovery import RecoveryWatch, rebuild
+from mqtt_presence.streams.recovery import Announcer, RecoveryWatch, rebuild
 
 PARTITIONS = 4
 CONFIG = PresenceConfig(offline_grace_ms=5_000)
@@ -44,14 +52,12 @@ def test_the_index_holds_the_pending_deadlines_and_only_taken_over_partitions_ar
     states += [stored(f"w{i}", EventKind.BIRTH, EventKind.WILL) for i in range(40)]  # in grace
     states.append((b"tombstone", None))  # type: ignore[arg-type]
     taken_over = {0, 1}
-    output = Announced()
     recovered = asyncio.run(
         rebuild(
             states,
             partitions=PARTITIONS,
             taken_over=taken_over,
             config=CONFIG,
-            output=output,
             reannounce=True,
         )
     )
@@ -68,29 +74,78 @@ def test_the_index_holds_the_pending_deadlines_and_only_taken_over_partitions_ar
         key = f"w{i}".encode()
         schedule = recovered.index.by_partition[partition_of(key, PARTITIONS)]
         assert schedule.due_of(key) == 2_000 + 5_000
-    announced = {key for key, _, _ in output.sent}
+    queued = {key for keys in recovered.to_announce.values() for key in keys}
     expected = {k for k, v in states if v is not None and partition_of(k, PARTITIONS) in taken_over}
-    assert announced == expected
-    assert recovered.announced == len(expected)
-    assert all(count is False for _, _, count in output.sent)  # a repeat, not a new change
+    assert queued == expected
+    assert set(recovered.to_announce) == taken_over
+    # and the announcer sends each of them once, as a repeat, not counted as a new change
+    output = Announced()
+    announcer = Announcer(dict(s for s in states if s[1] is not None), output, per_s=1e9)
+    announcer.take_over(recovered.to_announce)
+    assert asyncio.run(announcer.announce()) == len(expected)
+    assert sorted(key for key, _, _ in output.sent) == sorted(expected)
+    assert all(count is False for _, _, count in output.sent)
+    assert announcer.pending == {}
+
+
+class FakeTime:
+    """A clock that moves only when the announcer sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+def announcer_of(devices: int, per_s: float) -> tuple[Announcer, Announced, FakeTime]:
+    states = dict(stored(f"d{i}", EventKind.BIRTH) for i in range(devices))
+    output, t = Announced(), FakeTime()
+    a = Announcer(states, output, per_s=per_s, clock=t.clock, sleep=t.sleep)
+    by_partition: dict[int, list[bytes]] = {}
+    for key in states:
+        by_partition.setdefault(partition_of(key, PARTITIONS), []).append(key)
+    a.take_over(by_partition)
+    return a, output, t
+
+
+def test_the_re_announcement_keeps_its_pace() -> None:
+    # 2,000 devices at 500/s: about 4 s of the announcer's clock, never ahead of the pace
+    a, output, t = announcer_of(2_000, per_s=500)
+    assert asyncio.run(a.announce()) == 2_000
+    assert 3.9 <= t.now <= 4.2
+    assert len(output.sent) == 2_000
+
+
+def test_a_device_changed_meanwhile_is_announced_with_its_newest_change() -> None:
+    a, output, _ = announcer_of(10, per_s=1e9)
+    key, in_grace = stored("d3", EventKind.BIRTH, EventKind.WILL)
+    offline, _ = transition(decode_state(in_grace), Tick(60_000), CONFIG)  # the grace ran out
+    assert offline is not None
+    assert isinstance(a.store, dict)
+    a.store[key] = encode_state(offline)  # the agent applied it before d3's turn
+    asyncio.run(a.announce())
+    (change,) = [c for k, c, _ in output.sent if k == key]
+    assert (change.version, change.status) == (2, "offline")  # not version 1, online
+
+
+def test_a_partition_lost_before_its_turn_is_left_to_its_new_owner() -> None:
+    a, output, _ = announcer_of(200, per_s=1e9)
+    a.keep_only({0})
+    asyncio.run(a.announce())
+    assert {partition_of(k, PARTITIONS) for k, _, _ in output.sent} == {0}
 
 
 def test_a_worker_that_is_stopping_cuts_the_announcement_short() -> None:
-    states = [stored(f"d{i}", EventKind.BIRTH) for i in range(10)]
-    output = Announced()
-    recovered = asyncio.run(
-        rebuild(
-            states,
-            partitions=PARTITIONS,
-            taken_over=set(range(PARTITIONS)),
-            config=CONFIG,
-            output=output,
-            reannounce=True,
-            should_stop=lambda: len(output.sent) >= 3,
-        )
-    )
-    assert recovered.cut_short
-    assert len(output.sent) == 3
+    a, output, _ = announcer_of(100, per_s=1e9)
+    sent = asyncio.run(a.announce(should_stop=lambda: len(output.sent) >= 3))
+    assert sent == len(output.sent) >= 3
+    assert a.remaining == 100 - sent  # left for whoever recovers next
 
 
 def test_a_recovery_that_reads_nothing_for_the_stall_time_is_stalled() -> None:
