@@ -62,6 +62,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.common import Figures, bench_stack, device_views, metric, run_bench
+from mqtt_presence.core.records import is_progress
 from mqtt_presence.kafka_topics import TopicSpec, ensure_topics
 from mqtt_presence.settings import render_config
 from mqtt_presence.sim.mqtt_device import status_payload
@@ -393,7 +394,9 @@ def read_to_end(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[by
             if time.monotonic() > deadline:
                 raise SystemExit(f"could not read {topic} to its end in {timeout_s:.0f} s")
             for records in consumer.poll(timeout_ms=500).values():
-                out.extend(r.value for r in records if r.value is not None)
+                out.extend(
+                    r.value for r in records if r.value is not None and not is_progress(r.headers)
+                )
         return out
     finally:
         consumer.close()

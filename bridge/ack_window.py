@@ -32,6 +32,7 @@ class NothingToWrite:
 
 
 NOTHING_TO_WRITE = NothingToWrite()
+PROBE = NothingToWrite()  # the slot of a progress probe (see `progress`): not a device's message
 
 
 class AllWritten:
@@ -54,6 +55,7 @@ class AckWindow:
     def __init__(self) -> None:
         self._slots: deque[tuple[int, Pending]] = deque()
         self._released_unwritten = 0
+        self._released_probes = 0
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -76,11 +78,18 @@ class AckWindow:
             out.append(mid)
             if pending is NOTHING_TO_WRITE:
                 self._released_unwritten += 1
+            elif pending is PROBE:
+                self._released_probes += 1
         return out, None
 
     def take_released_unwritten(self) -> int:
         """How many of the messages released since the last call had nothing written."""
         count, self._released_unwritten = self._released_unwritten, 0
+        return count
+
+    def take_released_probes(self) -> int:
+        """How many of the messages released since the last call were progress probes."""
+        count, self._released_probes = self._released_probes, 0
         return count
 
     def reset(self) -> int:

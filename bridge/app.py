@@ -27,7 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from mqtt_presence.bridge.ack_window import NOTHING_TO_WRITE, AckWindow, AllWritten
+from mqtt_presence.bridge.ack_window import NOTHING_TO_WRITE, PROBE, AckWindow, AllWritten
 from mqtt_presence.bridge.coalesce import ActivityCoalescer
 from mqtt_presence.bridge.config import BridgeSettings
 from mqtt_presence.bridge.errors import BridgeError, ConfigurationError
@@ -38,10 +38,11 @@ from mqtt_presence.bridge.mqtt_source import Listener, MqttSource
 from mqtt_presence.bridge.poison import CrashMemory
 from mqtt_presence.bridge.profiles import build, subscriptions
 from mqtt_presence.bridge.profiles.sparkplug import SparkplugProfile, rebirth_payload
+from mqtt_presence.bridge.progress import PROBE_EXPIRY_S, PROBE_PROPERTY, ProgressProbe
 from mqtt_presence.bridge.sparkplug_host import SparkplugHost
 from mqtt_presence.bridge.translate import Translator
 from mqtt_presence.core import ConnectionEvent
-from mqtt_presence.core.records import DeadLetterRecord
+from mqtt_presence.core.records import BRIDGE_HEADER, PROGRESS_HEADER, DeadLetterRecord
 from mqtt_presence.outages import Outages
 
 log = logging.getLogger("presence.bridge")
@@ -59,7 +60,16 @@ class Source(Protocol):
     def loop(self, timeout: float) -> bool: ...
     def flush(self) -> Any: ...
     def ack(self, mid: int, qos: int) -> None: ...
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        *,
+        user_properties: dict[str, str] | None = None,
+        expiry_s: int | None = None,
+    ) -> None: ...
     def disconnect(self) -> None: ...
 
 
@@ -68,7 +78,13 @@ class Sink(Protocol):
 
     def ensure_topics(self) -> None: ...
     def send(
-        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        *,
+        partition: int | None = None,
     ) -> Any: ...
     def flush(self, timeout_s: float) -> None: ...
     def close(self, timeout_s: float = 10.0) -> None: ...
@@ -111,7 +127,11 @@ class Bridge:
         filters = list(dict.fromkeys(f for p in profiles for f in subscriptions(p)))
         self.metrics = metrics or BridgeMetrics()
         self.window = AckWindow()
-        self.source = source(settings, filters, self)
+        self.progress = ProgressProbe(
+            settings.client_id, settings.shared_group, settings.progress_interval_s
+        )
+        own = [self.progress.topic] if self.progress.topic is not None else []
+        self.source = source(settings, [*filters, *own], self)
         self._new_sink = sink
         self.crash_memory = CrashMemory(settings.crash_memory_file)
         self.coalescer = ActivityCoalescer(int(settings.coalesce_activity_s * 1000))
@@ -193,6 +213,7 @@ class Bridge:
         write (leave MQTT, reconnect Kafka, come back) or a lost MQTT connection."""
         alive = self.source.loop(timeout_s)
         self._settle()
+        self._report_progress()
         if self._kafka_error is not None:
             self._recover_from_kafka_failure()
         elif not alive:
@@ -217,6 +238,11 @@ class Bridge:
     def on_mqtt_message(self, msg: MqttMessage, mid: int) -> None:
         if self._draining or self.sink is None or self._kafka_error is not None:
             return  # not acknowledged: the broker delivers it again to our session
+        if ProgressProbe.is_probe(msg):
+            self.progress.observe(msg)
+            if msg.qos > 0:
+                self.window.add(mid, PROBE)  # acknowledged in its turn, like the others
+            return
         self.metrics.received.inc()
         if self.crash_memory.is_poison(msg):
             records = [
@@ -276,7 +302,7 @@ class Bridge:
         events = [record]
         if record.source == "sparkplug" and self.sparkplug is not None:
             events = self._as_sparkplug_host(msg, record)
-        headers = kafka_headers(msg)
+        headers = [*kafka_headers(msg), (BRIDGE_HEADER, self.settings.client_id.encode())]
         raw = self.settings.kafka.raw_topic
         return [
             (raw, e.device.encode(), _encode(e), headers) for e in events if self.coalescer.admit(e)
@@ -323,8 +349,9 @@ class Bridge:
             self.source.ack(mid, 1)
         now = time.monotonic()
         if released:
-            self.metrics.produced.inc(len(released) - self.window.take_released_unwritten())
-            self.metrics.acknowledged.inc(len(released))
+            messages = len(released) - self.window.take_released_probes()
+            self.metrics.produced.inc(messages - self.window.take_released_unwritten())
+            self.metrics.acknowledged.inc(messages)
             self._progress_at = now
             self.outages.up("Kafka")
         elif self.window and now - self._progress_at > self.settings.kafka_stall_s:
@@ -338,6 +365,32 @@ class Bridge:
             self.metrics.kafka_errors.inc()
             self._kafka_error = error if isinstance(error, Exception) else KafkaError(str(error))
         self.metrics.in_flight.set(len(self.window))
+
+    def _report_progress(self) -> None:
+        """Publish a progress probe and write the watermark to every raw partition, each when
+        due (see `progress`)."""
+        if self.sink is None or self._kafka_error is not None or self._draining:
+            return
+        now = time.monotonic()
+        if self.source.connected and self.progress.probe_due(now):
+            assert self.progress.topic is not None
+            self.source.publish(
+                self.progress.topic,
+                ProgressProbe.probe_payload(time.time_ns() // 1_000_000),
+                qos=1,
+                user_properties={PROBE_PROPERTY: "1"},
+                expiry_s=PROBE_EXPIRY_S,
+            )
+        record = self.progress.report_due(now)
+        if record is None:
+            return
+        headers = [(PROGRESS_HEADER, self.settings.client_id.encode())]
+        raw = self.settings.kafka.raw_topic
+        try:
+            for partition in range(self.settings.kafka.partitions):
+                self.sink.send(raw, b"", record, headers, partition=partition)
+        except KafkaError as exc:  # the device path finds out and recovers; this can wait
+            log.debug("progress record not written: %s", exc)
 
     def _retrying(self, broker: str) -> Retrying:
         def before_sleep(state: RetryCallState) -> None:

@@ -70,6 +70,13 @@ class BridgeSettings(FileTableSettings):
         description="at most one activity record per device per this many seconds (0: all); "
         "keep it below the core's offline grace period",
     )
+    progress_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="how often the bridge probes its own queue at the broker and writes how far "
+        "it got to every raw partition, so that workers end an offline grace only once every "
+        "bridge has passed it (0: off; then graces are timed by the workers' clocks alone)",
+    )
     # Kafka (where it is and the topics: the shared [kafka] table)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     linger_ms: int = Field(20, ge=0)

@@ -91,9 +91,18 @@ class KafkaSink:
             [declared["raw"], declared["dlq"]],
         )
 
-    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        """Start a write; returns kafka-python's future (`is_done`, `exception`)."""
-        return self.producer.send(topic, key=key, value=value, headers=headers)
+    def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        *,
+        partition: int | None = None,
+    ) -> Any:
+        """Start a write (to `partition`, else the key's); returns kafka-python's future
+        (`is_done`, `exception`)."""
+        return self.producer.send(topic, key=key, value=value, headers=headers, partition=partition)
 
     def flush(self, timeout_s: float) -> None:
         self.producer.flush(timeout=timeout_s)

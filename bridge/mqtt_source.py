@@ -35,6 +35,7 @@ from mqtt_presence.bridge.errors import (
     SubscriptionDeniedError,
 )
 from mqtt_presence.bridge.message import MqttMessage
+from mqtt_presence.bridge.progress import probe_topic
 
 log = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E
@@ -60,6 +61,9 @@ class MqttSource:
             f"$share/{settings.shared_group}/{f}" if settings.shared_group else f for f in filters
         ]
         self.listener = listener
+        # the progress probe's subscription: a broker may refuse it without stopping the bridge
+        probe = probe_topic(settings.client_id, settings.shared_group)
+        self.optional = {f for f in self.filters if f.endswith(probe)}
         self.connected = False
         self._fatal: BridgeError | None = None
         self._leaving = False
@@ -162,9 +166,26 @@ class MqttSource:
     def ack(self, mid: int, qos: int) -> None:
         self.client.ack(mid, qos)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Send a message of our own (a Sparkplug rebirth request, the host STATE)."""
-        self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        *,
+        user_properties: dict[str, str] | None = None,
+        expiry_s: int | None = None,
+    ) -> None:
+        """Send a message of our own (a Sparkplug rebirth request, the host STATE, a progress
+        probe), with MQTT 5 user properties and a message expiry interval if given."""
+        props = None
+        if user_properties or expiry_s is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if user_properties:
+                props.UserProperty = list(user_properties.items())
+            if expiry_s is not None:
+                props.MessageExpiryInterval = expiry_s
+        self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
     def disconnect(self) -> None:
         """Leave on purpose; the session (and every unacknowledged message) stays at the broker."""
@@ -224,6 +245,15 @@ class MqttSource:
     ) -> None:
         filters = self._pending_subs.pop(mid, [])
         denied = [(f, rc) for f, rc in zip(filters, reason_codes, strict=False) if rc.is_failure]
+        for f, rc in [d for d in denied if d[0] in self.optional]:
+            log.warning(
+                "the broker refused the subscription to %r (%s): this bridge cannot measure "
+                "its lag, and the workers time offline graces by their own clocks; grant it "
+                "readwrite on mqtt-presence/probe/#",
+                f,
+                rc,
+            )
+        denied = [d for d in denied if d[0] not in self.optional]
         if denied:
             self._fatal = SubscriptionDeniedError(
                 "; ".join(

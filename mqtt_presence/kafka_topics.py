@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from mqtt_presence.core.records import is_progress
 from mqtt_presence.errors import PresenceError
 from mqtt_presence.settings import KafkaSettings
 
@@ -252,20 +253,36 @@ def ensure_topics(
     check_layout(found, [*specs, *others])
 
 
-def read_from_beginning(kafka: KafkaSettings | str, topic: str, idle_ms: int = 2_000) -> list[Any]:
-    """Every record of `topic` from its start, until none came for `idle_ms` (no group, no
-    commits: a reader that changes nothing)."""
-    consumer = KafkaConsumer(
-        topic,
-        **client_options(kafka),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=idle_ms,
-    )
+def read_from_beginning(
+    kafka: KafkaSettings | str, topic: str, idle_ms: int = 2_000, timeout_s: float = 120.0
+) -> list[Any]:
+    """Every record of `topic` from its start up to its end when called (no group, no commits:
+    a reader that changes nothing), in each partition's order; the bridges' progress records
+    of presence.raw (not device events) left out. It stops early if nothing came for
+    `idle_ms` or after `timeout_s` (a topic that is written all the time never goes idle:
+    progress records come every second)."""
+    consumer = KafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     try:
-        return list(consumer)
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Any] = []
+        started = idle_since = time.monotonic()
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            batch = consumer.poll(timeout_ms=200)
+            now = time.monotonic()
+            if batch:
+                idle_since = now
+            elif now - idle_since > idle_ms / 1000 or now - started > timeout_s:
+                break
+            for records in batch.values():
+                out.extend(r for r in records if not is_progress(r.headers))
+        return out
     finally:
-        consumer.close()
+        consumer.close(autocommit=False)
 
 
 def group_caught_up(kafka: KafkaSettings | str, group: str, topic: str) -> bool:

@@ -80,6 +80,12 @@ class WorkerSettings(FileTableSettings):
         description="a raw event received (by the bridge's clock) further ahead of this "
         "worker's clock than this is dead-lettered: one bad clock must not freeze a device",
     )
+    bridge_silence_s: float = Field(
+        15.0,
+        gt=0,
+        description="a bridge whose progress records stopped this long no longer holds offline "
+        "graces back (see the bridge's progress_interval_s)",
+    )
     session_timeout_s: float = Field(
         10.0, ge=6.0, description="a worker that stops answering loses its partitions after this"
     )

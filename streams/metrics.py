@@ -68,6 +68,17 @@ class WorkerMetrics:
         self.outages = Counter(
             "presence_worker_outages", "outages that ended", ["broker"], registry=r
         )
+        self.held_back = Gauge(
+            "presence_worker_clock_held_back_seconds",
+            "how far the last tick's time was held back by the slowest bridge's progress",
+            registry=r,
+        )
+        self.in_time = Counter(
+            "presence_worker_signs_of_life_in_time",
+            "signs of life a lagging bridge handed on after a grace deadline it had not passed "
+            "yet, counted as in time",
+            registry=r,
+        )
         self.pending_deadlines = Gauge(
             "presence_worker_pending_deadlines",
             "devices with a pending deadline on this worker",

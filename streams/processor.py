@@ -21,6 +21,7 @@ from kafka.partitioner.default import murmur2
 
 from mqtt_presence.core import (
     ConnectionEvent,
+    EventKind,
     Input,
     PresenceConfig,
     StatusChange,
@@ -30,17 +31,26 @@ from mqtt_presence.core import (
     next_deadline,
     transition,
 )
-from mqtt_presence.core.records import DeadLetterRecord
+from mqtt_presence.core.records import (
+    BRIDGE_HEADER,
+    BridgeProgress,
+    DeadLetterRecord,
+    header,
+    is_progress,
+)
 from mqtt_presence.core.schedule import Schedule
 from mqtt_presence.streams.metrics import WorkerMetrics
 from mqtt_presence.streams.output import DeliveryError, encode
 from mqtt_presence.streams.skips import SkipWatch
 from mqtt_presence.streams.status_index import StatusIndex, category
+from mqtt_presence.streams.watermarks import Watermarks, in_time
 
 log = logging.getLogger("presence.worker")
 
 decode_event = msgspec.json.Decoder(ConnectionEvent).decode
 decode_tick = msgspec.json.Decoder(dict[str, int]).decode
+decode_progress = msgspec.json.Decoder(BridgeProgress).decode
+LIFE = {EventKind.BIRTH, EventKind.CONNECTED, EventKind.ACTIVITY}  # signs of life
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -120,6 +130,7 @@ class Processor:
     clock_ms: Callable[[], int] = wall_clock_ms
     statuses: StatusIndex = field(default_factory=StatusIndex)
     skips: SkipWatch | None = None  # raw records Faust never handed over (see `skips`)
+    watermarks: Watermarks = field(default_factory=lambda: Watermarks(silence_ms=15_000))
 
     async def handle(self, event: Event) -> None:
         message = event.message
@@ -134,9 +145,17 @@ class Processor:
         try:
             if message.topic == self.ticks_topic:
                 now = decode_tick(event.value or b"")["now"]
-                await self.fire(message.partition, now)
+                held = self.watermarks.clock(message.partition, now)
+                self.metrics.held_back.set((now - held) / 1000)
+                await self.fire(message.partition, held)
                 self.metrics.ticks.inc()
                 self.metrics.pending_deadlines.set(len(self.deadlines))
+                return
+            if is_progress(getattr(message, "headers", None)):
+                progress = decode_progress(event.value or b"")
+                self.watermarks.update(
+                    message.partition, progress.bridge, progress.watermark, self.clock_ms()
+                )
                 return
             raw_event = decode_event(event.value or b"")
             if raw_event.device.encode() != event.key:
@@ -147,6 +166,7 @@ class Processor:
             if skewed is not None:
                 await self.dead_letter(event, "clock_skew", skewed)
                 return
+            raw_event = self.benefit_of_doubt(raw_event, message)
             await self.apply(event.key, raw_event, message.partition)
             self.metrics.events.inc()
         except DeliveryError:
@@ -156,6 +176,25 @@ class Processor:
         except Exception as exc:  # one bad record must not stop the agent
             log.exception("processing failed")
             await self.dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    def benefit_of_doubt(self, event: ConnectionEvent, message: Any) -> ConnectionEvent:
+        """A sign of life from a bridge that lagged behind the device's grace deadline counts
+        as in time (see `watermarks.in_time`)."""
+        if event.kind not in LIFE or not self.watermarks.by_partition:
+            return event
+        bridge = header(getattr(message, "headers", None), BRIDGE_HEADER)
+        if bridge is None:
+            return event
+        watermark = self.watermarks.of(message.partition, bridge.decode(errors="replace"))
+        stored = self.store.get(event.device.encode())
+        if watermark is None or stored is None:
+            return event
+        state = decode_state(stored)
+        at = in_time(event.received_at, watermark, state.due, state.clock)
+        if at == event.received_at:
+            return event
+        self.metrics.in_time.inc()
+        return msgspec.structs.replace(event, received_at=at)
 
     async def fire(self, partition: int, now: int) -> None:
         """The devices of `partition` due at `now`, each through the core. One that fails puts

@@ -44,6 +44,7 @@ from mqtt_presence.streams.recovery import (
     rebuild,
 )
 from mqtt_presence.streams.skips import SkipWatch
+from mqtt_presence.streams.watermarks import Watermarks
 
 log = logging.getLogger("presence.worker")
 
@@ -127,6 +128,7 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
         dead_letters=dead_letter,
         metrics=metrics,
         skips=SkipWatch(count_between, exit_for_restart),
+        watermarks=Watermarks(silence_ms=int(settings.bridge_silence_s * 1000)),
     )
     announcer = Announcer(table.data, output, settings.reannounce_per_s)
     topology = Topology(

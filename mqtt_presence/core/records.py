@@ -36,6 +36,34 @@ def check_raw(event: ConnectionEvent) -> ConnectionEvent:
     return event
 
 
+PROGRESS_HEADER = "presence-progress"  # the Kafka header that marks a BridgeProgress record
+BRIDGE_HEADER = "presence-bridge"  # the client id of the bridge that wrote a raw record
+
+
+class BridgeProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """A bridge's progress, written to every partition of `presence.raw` (empty key, the header
+    `presence-progress` set to the bridge's client id): every message the MQTT broker handed to
+    this bridge before `watermark` (ms since the epoch) is in the partition before this record.
+    A consumer of device events skips these records (`is_progress`); the worker times offline
+    graces by them (a grace ends when every bridge has passed its deadline)."""
+
+    bridge: str
+    watermark: int
+
+
+def header(headers: Any, name: str) -> bytes | None:
+    """A Kafka header's value (headers as a list of pairs, or a mapping), or None."""
+    if not headers:
+        return None
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return next((value for key, value in pairs if key == name), None)
+
+
+def is_progress(headers: Any) -> bool:
+    """Whether a record's Kafka headers mark a BridgeProgress record."""
+    return header(headers, PROGRESS_HEADER) is not None
+
+
 class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A message that could not be turned into a raw event or processed, with the reason and the
     original bytes. Record on `presence.dlq`."""

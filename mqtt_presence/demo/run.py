@@ -30,6 +30,7 @@ from rich.live import Live
 
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.core import ConnectionEvent, StatusChange
+from mqtt_presence.core.records import is_progress
 from mqtt_presence.demo import screen
 from mqtt_presence.demo.story import LAG_MS, Story
 from mqtt_presence.errors import PresenceError
@@ -112,9 +113,11 @@ class Tap:
             batches = self._consumer.poll(timeout_ms=200)
             with self.lock:
                 for part, records in batches.items():
-                    for record in records:
+                    events = [r for r in records if not is_progress(r.headers)]
+                    for record in events:
                         self._take(part.topic, record.value)
-                    self.last_record = time.monotonic()
+                    if events:  # the bridge's progress records come every second: not news
+                        self.last_record = time.monotonic()
                 self.story.advance(time.time_ns() // 1_000_000)
 
     def _take(self, topic: str, value: bytes) -> None:

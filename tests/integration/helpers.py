@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.config import BridgeSettings
+from mqtt_presence.core.records import is_progress
 from mqtt_presence.local_bridge import local_bridge_settings
 from mqtt_presence.settings import render_config
 from mqtt_presence.stack import StackInfo
@@ -127,8 +128,11 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def read_topic(info: StackInfo, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
-    """Read `count` records (or everything there after `timeout`) from the beginning."""
+def read_topic(
+    info: StackInfo, topic: str, count: int, timeout: float = 30.0, *, progress: bool = False
+) -> list[Any]:
+    """Read `count` records (or everything there after `timeout`) from the beginning; the
+    bridges' progress records of presence.raw only with `progress`."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=info.kafka_bootstrap,
@@ -141,8 +145,12 @@ def read_topic(info: StackInfo, topic: str, count: int, timeout: float = 30.0) -
     try:
         while len(records) < count and time.monotonic() < deadline:
             for message in consumer:
+                if not progress and is_progress(message.headers):
+                    if time.monotonic() > deadline:  # a topic written all the time never idles
+                        break
+                    continue
                 records.append(message)
-                if len(records) >= count:
+                if len(records) >= count or time.monotonic() > deadline:
                     break
     finally:
         consumer.close()

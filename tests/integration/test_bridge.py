@@ -277,6 +277,73 @@ def test_a_denied_subscription_stops_the_bridge_naming_the_filter(
     assert "Not authorized (0x87)" in message
 
 
+@pytest.fixture
+def probe_denying_mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A Mosquitto whose dynamic-security plugin lets anonymous clients subscribe to anything
+    but the bridges' progress probe topic (as an ACL written before the probes would)."""
+    plugin = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+    (tmp_path / "dynsec.json").write_text(
+        json.dumps(
+            {
+                "defaultACLAccess": {
+                    "publishClientSend": True,
+                    "publishClientReceive": True,
+                    "subscribe": True,
+                    "unsubscribe": True,
+                },
+                "clients": [],
+                "groups": [{"groupname": "anonymous", "roles": [{"rolename": "no-probe"}]}],
+                "roles": [
+                    {
+                        "rolename": "no-probe",
+                        "acls": [
+                            {
+                                "acltype": "subscribePattern",
+                                "topic": "mqtt-presence/probe/#",
+                                "allow": False,
+                            }
+                        ],
+                    }
+                ],
+                "anonymousGroup": "anonymous",
+            }
+        )
+    )
+    port = free_port()
+    extra = f"plugin {plugin}\nplugin_opt_config_file {tmp_path / 'dynsec.json'}"
+    config = mosquitto.prepare(tmp_path, port, extra)
+    proc = mosquitto.start(mosquitto.ensure_installed(), tmp_path, config)
+    try:
+        mosquitto.wait_ready(port, lambda: proc.poll() is None, tmp_path / "mosquitto.log")
+        yield port
+    finally:
+        stop_pid(proc.pid, "mosquitto")
+
+
+def test_a_refused_probe_subscription_is_said_and_the_bridge_goes_on(
+    stack: StackInfo, probe_denying_mosquitto: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The progress probe is the bridge's own business: a broker that refuses its topic (an
+    ACL that predates it) gets one warning, and device messages still flow."""
+    settings = bridge_settings(stack, mqtt_url=f"mqtt://127.0.0.1:{probe_denying_mosquitto}")
+    prefix = topic_prefix(settings)
+    with caplog.at_level(logging.WARNING, logger="presence.bridge"), running_bridge(settings):
+        device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        device.connect("127.0.0.1", probe_denying_mosquitto)
+        device.loop_start()
+        sent = device.publish(
+            f"{prefix}/cam-1/status", json.dumps({"status": "online", "session": 1}), qos=1
+        )
+        sent.wait_for_publish(10)
+        device.disconnect()
+        device.loop_stop()
+        (record,) = read_topic(stack, settings.kafka.raw_topic, 1, timeout=10)
+    assert record.key == b"cam-1"
+    refused = [r.getMessage() for r in caplog.records if "mqtt-presence/probe/" in r.getMessage()]
+    assert refused, caplog.text
+    assert "cannot measure its lag" in refused[0]
+
+
 def test_shared_subscription_splits_the_load_between_two_bridges(stack: StackInfo) -> None:
     group = unique("group")
     first = bridge_settings(stack, shared_group=group)

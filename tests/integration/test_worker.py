@@ -34,7 +34,7 @@ from mqtt_presence.bridge.profiles.sparkplug import (
     encode_device_payload,
     encode_payload,
 )
-from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, StatusChange
+from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, Status, StatusChange
 from mqtt_presence.core.records import schema_path
 from mqtt_presence.sim.mqtt_device import MqttDevice
 from mqtt_presence.stack import LocalStack, StackInfo
@@ -535,6 +535,81 @@ def test_a_worker_paused_past_its_group_session_exits_instead_of_writing_older_s
         workers.stop_all()
     assert fleet["workers"] == 2
     assert_versions_never_go_back(changes)
+
+
+@pytest.mark.parametrize(
+    ("progress_s", "false_offline"),
+    [(0.5, False), (0.0, True)],
+    ids=["bridges-report-progress", "progress-off-shows-the-defect"],
+)
+def test_a_stale_will_through_one_bridge_waits_for_the_birth_held_in_another(
+    stack: StackInfo, tmp_path: Path, progress_s: float, false_offline: bool
+) -> None:
+    """Two bridges, one device: its new birth waits in bridge B's queue at the broker (B is
+    stopped; its persistent session keeps the message) while its old connection's will comes
+    through bridge A. The worker must not end the will's grace (2 s) before B has delivered
+    what it was queued before: B's last progress record holds the grace back (for up to
+    `bridge_silence_s`, 15 s); B comes back and hands the birth on, stamped with its late
+    receive time, past the deadline, but B's watermark was still before the deadline, so the
+    birth counts as in time; the device never shows offline. With progress records off, the
+    same case shows the false offline this prevents
+    (the storm with two bridges sharing a subscription found 10 in 95,000). Reference: a shared
+    subscription hands each message to one member (MQTT 5.0, 4.8.2), so one device's messages
+    may travel different queues; only one session's queue keeps its order."""
+    workers = Workers(stack, tmp_path, grace_ms=2_000)
+    prefix = workers.topics["prefix"]
+
+    def bridge_for(kind: str) -> Any:
+        return workers.bridge_settings(
+            client_id=f"bridge-{kind}-{prefix}",
+            profiles=[{"kind": "json", "topic": f"{prefix}/{kind}/{{device}}"}],
+            progress_interval_s=progress_s,
+        )
+
+    births, wills = bridge_for("births"), bridge_for("wills")
+    cam = unique("cam")
+    try:
+        port = workers.start()
+        with running_bridge(wills) as bridge_a:
+            p = Pipeline(stack, bridge_a, port, workers.topics)
+            pub = Publisher(stack)
+            with running_bridge(births):
+                pub.publish(
+                    f"{prefix}/births/{cam}", json.dumps({"status": "online", "session": 1})
+                )
+                wait_for(lambda: p.status_of(cam) is not None, 20, "the first birth")
+                time.sleep(2 * max(progress_s, 0.5))  # B's progress is in the raw topic
+            # B is away: the new birth waits in its session at the broker
+            pub.publish(f"{prefix}/births/{cam}", json.dumps({"status": "online", "session": 2}))
+            pub.publish(f"{prefix}/wills/{cam}", json.dumps({"status": "offline", "session": 1}))
+            time.sleep(6)  # three graces
+            shown_while_b_away = (p.status_of(cam) or {}).get("status")
+            with running_bridge(births):  # B is back: the birth comes
+                wait_for(
+                    lambda: any(e.session in (2, "2") for e in p.raw(cam)),
+                    20,
+                    "the birth held in B's queue",
+                )
+                wait_for(lambda: (p.status_of(cam) or {}).get("status") == "online", 20, "online")
+            pub.close()
+            changes = p.changes(cam, timeout=3)
+            print("RAW", [(e.kind, e.session, e.received_at) for e in p.raw(cam)])
+            print(
+                "CHANGES",
+                [
+                    (c.status, c.version, c.session, c.since, c.decided_at, c.reason)
+                    for c in changes
+                ],
+            )
+    finally:
+        workers.stop_all()
+    offlines = [c for c in changes if c.status is Status.OFFLINE]
+    if false_offline:
+        assert shown_while_b_away == "offline"
+        assert offlines, changes
+    else:
+        assert shown_while_b_away == "online"
+        assert offlines == [], changes
 
 
 def test_a_will_published_while_the_bridge_is_down_still_takes_the_device_offline(

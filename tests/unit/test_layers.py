@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     "errors": set(),
     "settings": {"core", "errors"},
-    "kafka_topics": {"errors", "settings"},
+    "kafka_topics": {"errors", "settings", "core"},  # core: the raw topic's record types
     "outages": set(),
     "quiet": set(),
     "bridge": {"bridge"} | LEAVES,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from mqtt_presence.bridge.profiles.sparkplug import (
     encode_device_payload,
     encode_payload,
 )
+from mqtt_presence.core.records import is_progress
 from mqtt_presence.settings import ConfigError
 
 
@@ -39,6 +41,8 @@ class Write:
     value: bytes
     is_done: bool = False
     exception: BaseException | None = None
+    partition: int | None = None
+    headers: Any = None
 
     def succeed(self) -> None:
         self.is_done = True
@@ -77,8 +81,10 @@ class Sink:
     def ensure_topics(self) -> None:
         pass
 
-    def send(self, topic: str, key: bytes, value: bytes, headers: Any) -> Write:
-        write = Write(topic, key, value)
+    def send(
+        self, topic: str, key: bytes, value: bytes, headers: Any, *, partition: int | None = None
+    ) -> Write:
+        write = Write(topic, key, value, partition=partition, headers=headers)
         self.kafka.writes.append(write)
         return write
 
@@ -136,7 +142,16 @@ class Source:
     def ack(self, mid: int, qos: int) -> None:
         self.mqtt.acked.append(mid)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        *,
+        user_properties: dict[str, str] | None = None,
+        expiry_s: int | None = None,
+    ) -> None:
         self.mqtt.published.append((topic, payload))
 
     def disconnect(self) -> None:
@@ -153,6 +168,7 @@ def make_bridge(tmp_path: Path) -> Make:
 
     def make(mqtt: Mqtt, kafka: Kafka, **settings: Any) -> Bridge:
         fast = {"reconnect_min_s": 0.001, "reconnect_max_s": 0.01, "state_dir": tmp_path}
+        fast["progress_interval_s"] = settings.pop("progress_interval_s", 0)  # see its tests
         b = Bridge(
             load_bridge_settings({}, **fast, **settings), source=mqtt.source, sink=kafka.sink
         )
@@ -323,3 +339,55 @@ def test_data_from_a_sparkplug_node_never_seen_born_asks_it_to_rebirth(make_brid
 def test_sparkplug_through_a_shared_subscription_is_refused() -> None:
     with pytest.raises(ConfigError, match="shared subscription splits them"):
         load_bridge_settings({}, profiles=[{"kind": "sparkplug"}], shared_group="g")
+
+
+def test_a_progress_probe_comes_back_in_turn_and_becomes_a_record_in_every_raw_partition(
+    make_bridge: Make,
+) -> None:
+    """The bridge's queue at the broker, measured (see bridge/progress.py): a probe on its own
+    topic (never a device's: a probe there would be a device to other subscribers) comes back
+    behind what the broker queued before it; it is acknowledged in its turn (MQTT 5.0, 4.6:
+    PUBACKs in the order of the PUBLISHes), counts as no device message, and its send time is
+    written to every raw partition after the device records received before it."""
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, progress_interval_s=0.001, shared_group="plant")
+    b.turn()
+    ((topic, payload),) = mqtt.published
+    assert topic == "mqtt-presence/probe/plant"  # one topic for the whole shared group
+    mqtt.publish(1, "cam")  # queued before the probe
+    probe = MqttMessage(topic, payload, 2_000, user_properties={"presence-probe": "1"})
+    mqtt.inbox.append((probe, 2))
+    b.turn()
+    assert mqtt.acked == []  # the device's write is not done: nothing behind it goes either
+    (device_write,) = [w for w in kafka.writes if w.headers is None or not is_progress(w.headers)]
+    device_write.succeed()
+    time.sleep(0.002)
+    b.turn()
+    assert mqtt.acked == [1, 2]
+    progress = [w for w in kafka.writes if w.headers is not None and is_progress(w.headers)]
+    partitions = b.settings.kafka.partitions
+    assert {w.partition for w in progress[:partitions]} == set(range(partitions))
+    assert json.loads(progress[0].value) == {
+        "bridge": b.settings.client_id,
+        "watermark": int(payload),
+    }
+    assert kafka.writes.index(device_write) < kafka.writes.index(progress[0])
+    assert b.metrics.received._value.get() == 1  # the probe is not a device's message
+    assert b.metrics.acknowledged._value.get() == 1
+
+
+def test_no_progress_record_before_a_probe_came_back_and_none_when_switched_off(
+    make_bridge: Make,
+) -> None:
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, progress_interval_s=0.001)
+    for _ in range(3):
+        time.sleep(0.002)
+        b.turn()
+    assert [t for t, _ in mqtt.published] == ["mqtt-presence/probe/presence-bridge"] * 3
+    assert kafka.writes == []  # no watermark known yet: nothing to say
+    off_mqtt, off_kafka = Mqtt(), Kafka()
+    off = make_bridge(off_mqtt, off_kafka, progress_interval_s=0)
+    off.turn()
+    assert off_mqtt.published == []
+    assert off_kafka.writes == []
