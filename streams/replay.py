@@ -16,6 +16,7 @@ import msgspec
 from mqtt_presence.core import ConnectionEvent, Input, PresenceConfig, StatusChange, Tick
 from mqtt_presence.core.devices import Devices
 from mqtt_presence.core.events import RAW_SCHEMA_VERSION
+from mqtt_presence.core.records import BridgeProgress
 
 
 class _DumpedEvent(ConnectionEvent, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -24,6 +25,18 @@ class _DumpedEvent(ConnectionEvent, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 _decode_event = msgspec.json.Decoder(_DumpedEvent).decode
+_decode_progress = msgspec.json.Decoder(BridgeProgress).decode
+
+
+def _is_progress_line(line: bytes) -> bool:
+    """A bridge's progress record (presence.raw carries them beside the device events)."""
+    try:
+        _decode_progress(line)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
+    return True
+
+
 BOM = b"\xef\xbb\xbf"
 _encode = msgspec.json.Encoder().encode
 
@@ -45,6 +58,7 @@ class ReplayReport:
     bad_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     explained_seen: bool = False  # the explained device appeared in the dump
+    progress: int = 0  # the bridges' progress records in the dump: not events, skipped
     pending: list[tuple[str, int]] = field(default_factory=list)  # (device, due) after the end
 
 
@@ -88,6 +102,9 @@ def replay(
         try:
             event = _decode_event(line)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            if _is_progress_line(line):
+                report.progress += 1
+                continue
             report.bad_lines.append(f"line {number}: not a raw event: {exc}")
             continue
         if event.schema_version != RAW_SCHEMA_VERSION:

@@ -79,6 +79,17 @@ def test_bad_lines_are_reported_and_skipped_not_fatal() -> None:
     assert b"line 2: not a raw event" in result.stderr
 
 
+def test_a_dump_with_the_bridges_progress_records_replays_without_bad_lines() -> None:
+    # presence.raw carries them beside the device events (a dump with kcat takes both)
+    good = b'{"device":"d","kind":"birth","received_at":1,"session":1}\n'
+    progress = b'{"bridge":"presence-bridge","watermark":1700000000000}\n'
+    report = ReplayReport()
+    out = list(replay([good, progress, good], PresenceConfig(), report=report))
+    assert len(out) == 1
+    assert report.bad_lines == []
+    assert (report.events, report.progress) == (2, 1)
+
+
 def test_a_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[presence]\noffline_grace_ms = 'soon'\n")
