@@ -13,7 +13,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from mqtt_presence.core.records import is_progress
 from mqtt_presence.errors import PresenceError
@@ -263,7 +263,7 @@ def read_from_beginning(
     progress records come every second)."""
     consumer = KafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic)]
         if not tps:
             return []
         consumer.assign(tps)
@@ -285,6 +285,19 @@ def read_from_beginning(
         consumer.close(autocommit=False)
 
 
+def _partitions(consumer: KafkaConsumer, topic: str, attempts: int = 10) -> set[int]:
+    """The topic's partitions, asking again (up to `attempts` times, half a second apart) when
+    the node asked refuses the connection: a node of a cluster just killed or restarted."""
+    for attempt in range(attempts):
+        try:
+            return set(consumer.partitions_for_topic(topic) or ())
+        except KafkaConnectionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    return set()
+
+
 def group_caught_up(kafka: KafkaSettings | str, group: str, topic: str) -> bool:
     """Consumer group `group` has committed the end of every partition of `topic`."""
     consumer = KafkaConsumer(**client_options(kafka), group_id=group)
@@ -301,7 +314,7 @@ def committed_offsets(kafka: KafkaSettings | str, group: str, topic: str) -> dic
     it never committed are left out). Reads only: the group is not joined."""
     consumer = KafkaConsumer(**client_options(kafka), group_id=group, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        tps = [TopicPartition(topic, p) for p in _partitions(consumer, topic)]
         offsets = {tp.partition: consumer.committed(tp) for tp in tps}
         return {p: offset for p, offset in offsets.items() if offset is not None}
     finally:

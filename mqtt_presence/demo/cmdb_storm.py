@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 import psycopg
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 
 from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder
@@ -158,12 +158,13 @@ class NaiveConsumer(threading.Thread):
         self.conn.execute(NAIVE_TABLE)
         row = self.conn.execute("SELECT pg_backend_pid()").fetchone()
         self.backend_pid = int(row[0]) if row else 0
-        self.consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=info.kafka_bootstrap,
-            group_id=f"naive-{uuid.uuid4().hex[:6]}",
-            auto_offset_reset="earliest",
-        )
+        # every partition from the start, without a consumer group: kafka-python 3.0.12's group
+        # member was seen spinning its I/O thread and never fetching (the demo hung), and a
+        # group adds nothing to what the naive CMDB shows
+        self.consumer = KafkaConsumer(bootstrap_servers=info.kafka_bootstrap)
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        self.consumer.assign(parts)
+        self.consumer.seek_to_beginning(*parts)
         self.messages = 0
         self.stopping = threading.Event()
 
