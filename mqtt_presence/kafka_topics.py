@@ -256,6 +256,21 @@ def ensure_topics(
 def read_from_beginning(
     kafka: KafkaSettings | str, topic: str, idle_ms: int = 2_000, timeout_s: float = 120.0
 ) -> list[Any]:
+    """See `_read_from_beginning`; read again from the start (up to 5 times, a second apart)
+    when a node refuses the connection meanwhile (a cluster's node just killed or restarted)."""
+    for attempt in range(5):
+        try:
+            return _read_from_beginning(kafka, topic, idle_ms, timeout_s)
+        except KafkaConnectionError:
+            if attempt == 4:
+                raise
+            time.sleep(1)
+    return []
+
+
+def _read_from_beginning(
+    kafka: KafkaSettings | str, topic: str, idle_ms: int, timeout_s: float
+) -> list[Any]:
     """Every record of `topic` from its start up to its end when called (no group, no commits:
     a reader that changes nothing), in each partition's order; the bridges' progress records
     of presence.raw (not device events) left out. It stops early if nothing came for
