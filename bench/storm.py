@@ -73,6 +73,7 @@ def start_bridges(
         }
         if count > 1:
             bridge["shared_group"] = f"storm-{tag}"
+            bridge["progress_interval_s"] = 1.0  # as the README advises for shared bridges
         config = home / f"bridge-{tag}-{i}.toml"
         config.write_text(render_config({"bridge": bridge}))
         log = (home / f"bridge-{tag}-{i}.log").open("wb")

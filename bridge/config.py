@@ -71,11 +71,12 @@ class BridgeSettings(FileTableSettings):
         "keep it below the core's offline grace period",
     )
     progress_interval_s: float = Field(
-        1.0,
+        0.0,
         ge=0,
         description="how often the bridge probes its own queue at the broker and writes how far "
         "it got to every raw partition, so that workers end an offline grace only once every "
-        "bridge has passed it (0: off; then graces are timed by the workers' clocks alone)",
+        "bridge has passed it; 1 s with several bridges sharing a subscription (0, the default: "
+        "off; graces are timed by the workers' clocks alone)",
     )
     # Kafka (where it is and the topics: the shared [kafka] table)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
