@@ -325,7 +325,9 @@ def test_a_refused_probe_subscription_is_said_and_the_bridge_goes_on(
 ) -> None:
     """The progress probe is the bridge's own business: a broker that refuses its topic (an
     ACL that predates it) gets one warning, and device messages still flow."""
-    settings = bridge_settings(stack, mqtt_url=f"mqtt://127.0.0.1:{probe_denying_mosquitto}")
+    settings = bridge_settings(
+        stack, mqtt_url=f"mqtt://127.0.0.1:{probe_denying_mosquitto}", progress_interval_s=1.0
+    )
     prefix = topic_prefix(settings)
     with caplog.at_level(logging.WARNING, logger="presence.bridge"), running_bridge(settings):
         device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
