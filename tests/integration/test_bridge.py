@@ -235,6 +235,19 @@ def test_a_session_taken_over_by_the_same_client_id_is_a_clear_error(stack: Stac
     assert "same client id" in str(failure[0])
 
 
+def dynsec_mosquitto(tmp_path: Path, plugin: Path) -> Iterator[int]:
+    """A Mosquitto with the dynamic-security plugin configured by tmp_path/dynsec.json; its port."""
+    port = free_port()
+    extra = f"plugin {plugin}\nplugin_opt_config_file {tmp_path / 'dynsec.json'}"
+    config = mosquitto.prepare(tmp_path, port, extra)
+    proc = mosquitto.start(mosquitto.ensure_installed(), tmp_path, config)
+    try:
+        mosquitto.wait_ready(port, lambda: proc.poll() is None, tmp_path / "mosquitto.log")
+        yield port
+    finally:
+        stop_pid(proc.pid, "mosquitto")
+
+
 @pytest.fixture
 def denying_mosquitto(tmp_path: Path) -> Iterator[int]:
     """A Mosquitto whose dynamic-security plugin refuses every subscription by default."""
@@ -255,15 +268,7 @@ def denying_mosquitto(tmp_path: Path) -> Iterator[int]:
             }
         )
     )
-    port = free_port()
-    extra = f"plugin {plugin}\nplugin_opt_config_file {tmp_path / 'dynsec.json'}"
-    config = mosquitto.prepare(tmp_path, port, extra)
-    proc = mosquitto.start(mosquitto.ensure_installed(), tmp_path, config)
-    try:
-        mosquitto.wait_ready(port, lambda: proc.poll() is None, tmp_path / "mosquitto.log")
-        yield port
-    finally:
-        stop_pid(proc.pid, "mosquitto")
+    yield from dynsec_mosquitto(tmp_path, plugin)
 
 
 def test_a_denied_subscription_stops_the_bridge_naming_the_filter(
@@ -309,15 +314,7 @@ def probe_denying_mosquitto(tmp_path: Path) -> Iterator[int]:
             }
         )
     )
-    port = free_port()
-    extra = f"plugin {plugin}\nplugin_opt_config_file {tmp_path / 'dynsec.json'}"
-    config = mosquitto.prepare(tmp_path, port, extra)
-    proc = mosquitto.start(mosquitto.ensure_installed(), tmp_path, config)
-    try:
-        mosquitto.wait_ready(port, lambda: proc.poll() is None, tmp_path / "mosquitto.log")
-        yield port
-    finally:
-        stop_pid(proc.pid, "mosquitto")
+    yield from dynsec_mosquitto(tmp_path, plugin)
 
 
 def test_a_refused_probe_subscription_is_said_and_the_bridge_goes_on(
