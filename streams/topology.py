@@ -148,7 +148,7 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
     recovery_watch = RecoveryWatch(settings.recovery_stall_s)
     app.timer(RECOVERY_WATCH_INTERVAL_S)(lambda: check_recovery(topology, recovery_watch))
     table.on_recover(lambda: on_recovered(topology))
-    app.task(lambda: start_fence(fence))
+    app.task(lambda: start_fence(fence, app))
     app.task(lambda: reannounce(topology))
     return topology
 
@@ -176,8 +176,13 @@ async def reannounce(topology: Topology) -> None:
         )
 
 
-async def start_fence(fence: SessionFence) -> None:
+async def start_fence(fence: SessionFence, app: faust.App) -> None:
+    """Watch for pauses, and fence every request of the app's producer (the one writing status
+    changes and the table's changelog), not only the agent's writes: see `SessionFence`."""
     fence.start()
+    client = app.producer._producer.client  # type: ignore[attr-defined]  # aiokafka's client
+    client.send = fence.guarded(client.send)
+    log.debug("session fence watching (limit %.1f s), producer requests fenced", fence.limit_s)
 
 
 async def run_agent(processor: Processor, stream: AsyncIterable[Any]) -> None:

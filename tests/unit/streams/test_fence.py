@@ -9,6 +9,7 @@ KIP-98's producer epochs fence a "zombie" instance. Found for real by `python -m
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import textwrap
 import threading
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -143,3 +145,31 @@ def test_the_clock_counts_the_time_a_process_is_stopped() -> None:
     assert float(child.stdout.readline()) >= 1.0
     child.wait(10)
     assert suspend_aware_clock() > 0
+
+
+class Exited(Exception):
+    """What `os._exit` is to the caller: nothing after it runs."""
+
+
+def test_a_request_of_the_producer_after_a_pause_is_never_sent() -> None:
+    # Found by CI: a status change waiting in the producer's 10 ms linger buffer at the instant
+    # of a SIGSTOP left on SIGCONT, before the fence's thread or the agent ran, and landed after
+    # the new owner's newer one (a version going back in presence.status).
+    clock, sent = Clock(), list[str]()
+
+    def exit_now(why: str) -> None:
+        raise Exited(why)
+
+    f = SessionFence(7.5, exit_now, clock)
+    f._thread = threading.current_thread()
+
+    async def send(node_id: int, request: str) -> str:
+        sent.append(request)
+        return "ok"
+
+    guarded = f.guarded(send)
+    assert asyncio.run(guarded(1, "before")) == "ok"
+    clock.now += 8.0  # SIGSTOP for 8 s, SIGCONT: the producer's sender runs first
+    with pytest.raises(Exited, match=r"did not run for 8\.0 s"):
+        asyncio.run(guarded(1, "after"))
+    assert sent == ["before"]
