@@ -273,7 +273,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     with bench_stack(args.home) as (info, _home):
         tag = uuid.uuid4().hex[:6]
         print(
-            f"\nMosquitto {info.mosquitto_version}, Kafka {info.kafka_version}; {n} messages "
+            f"\nMosquitto {info.mqtt_broker_version}, Kafka {info.kafka_version}; {n} messages "
             f"of {len(payload(0))} bytes, QoS 1, queued in the broker first\n"
         )
         # (a) bare paho subscriber, (b) the bridge
@@ -343,7 +343,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
             f"latency publish -> Kafka append at {args.latency_rate} msg/s "
             f"({len(lats)} messages): median {p50:.0f} ms, p99 {p99:.0f} ms"
         )
-    return {"kafka": info.kafka_version, "mosquitto": info.mosquitto_version}
+    return {"kafka": info.kafka_version, "mosquitto": info.mqtt_broker_version}
 
 
 def main() -> None:

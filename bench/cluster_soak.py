@@ -195,7 +195,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     figures.add("false_offlines", offlines, "records", "== 0")
     figures.add("devices_with_versions_back_or_skipped", broken, "devices", "== 0")
     figures.add("workers_alive_at_the_end", alive, "workers", "== 2")
-    return {"kafka": info.kafka_version, "mosquitto": info.mosquitto_version}
+    return {"kafka": info.kafka_version, "mosquitto": info.mqtt_broker_version}
 
 
 def publish(publisher: Any, messages: list[tuple[str, bytes]]) -> int:

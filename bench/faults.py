@@ -443,7 +443,7 @@ def inject(
     assert info is not None
     if part in ("mosquitto", "kafka"):
         pid, marker = (
-            (info.mosquitto_pid, "mosquitto")
+            (info.mqtt_pid, "mosquitto")
             if part == "mosquitto"
             else (info.kafka_pid, kafka.MAIN_CLASS)
         )
@@ -452,7 +452,7 @@ def inject(
             wait_gone(pid, marker)
             time.sleep(down_s)
             if part == "mosquitto":
-                stack.start_mosquitto()
+                stack.start_mqtt()
             else:
                 stack.start_kafka()
         else:
@@ -677,7 +677,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
         for fault, r in rows:
             print(row(fault, r))
         latest = stack.info() or info
-        return {"kafka": latest.kafka_version, "mosquitto": latest.mosquitto_version}
+        return {"kafka": latest.kafka_version, "mosquitto": latest.mqtt_broker_version}
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
             info, _ = stacks.enter_context(bench_stack(None, secure=secure))
             print(f"\n{name}: MQTT {info.mqtt_url}, Kafka {info.kafka_bootstrap}")
             results[name] = drains(info, n)
-            versions = {"kafka": info.kafka_version, "mosquitto": info.mosquitto_version}
+            versions = {"kafka": info.kafka_version, "mosquitto": info.mqtt_broker_version}
     print(f"\n{n} messages of {len(payload(0))} bytes, QoS 1, queued in the broker first\n")
     print(
         f"{'':12} {'bare subscriber msg/s':>22} {'bridge msg/s':>14} {'bridge cores':>13} "

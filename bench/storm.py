@@ -316,7 +316,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
                 f"{r['false_offlines']:>12.0f} {r['lost']:>5.0f} "
                 f"{r['signs_of_life_in_time']:>8.0f}"
             )
-        return {"kafka": info.kafka_version, "mosquitto": info.mosquitto_version}
+        return {"kafka": info.kafka_version, "mosquitto": info.mqtt_broker_version}
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`presence stack up|status|down|restart`: the local Kafka + Mosquitto."""
+"""`presence stack up|status|down|restart`: the local Kafka and MQTT broker."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ import typer
 
 from mqtt_presence.cli.common import HomeOption, console, out, stack_app
 from mqtt_presence.stack import LocalStack
+
+
+class BrokerName(StrEnum):
+    mosquitto = "mosquitto"
+    hivemq = "hivemq"
+    rabbitmq = "rabbitmq"
 
 
 @stack_app.command("up")
@@ -36,8 +42,16 @@ def stack_up(
             "replication factor 3 and min.insync.replicas 2 by default.",
         ),
     ] = 1,
+    broker: Annotated[
+        BrokerName | None,
+        typer.Option(
+            help="The MQTT broker: mosquitto (Debian's package), hivemq (HiveMQ Community "
+            "Edition from Maven Central, on the JDK) or rabbitmq (Debian's rabbitmq-server with "
+            "its MQTT plugin, MQTT 3.1.1). Default: the stack's, or mosquitto for a new one.",
+        ),
+    ] = None,
 ) -> None:
-    """Start Kafka (KRaft) and Mosquitto on 127.0.0.1, installing them on first use."""
+    """Start Kafka (KRaft) and an MQTT broker on 127.0.0.1, installing them on first use."""
     stack = LocalStack(home)
     with console.status("starting the local stack…") as status:
 
@@ -46,7 +60,12 @@ def stack_up(
             status.update(msg)
 
         info = stack.up(
-            kafka_port, mqtt_port, progress=progress, secure=secure, kafka_nodes=kafka_nodes
+            kafka_port,
+            mqtt_port,
+            progress=progress,
+            secure=secure,
+            kafka_nodes=kafka_nodes,
+            broker=broker.value if broker else None,
         )
     pids = ", ".join(str(n.pid) for n in info.nodes)
     out.print(
@@ -54,7 +73,8 @@ def stack_up(
         f"({len(info.nodes)} node{'s' if len(info.nodes) > 1 else ''}, pid {pids})"
     )
     out.print(
-        f"Mosquitto {info.mosquitto_version}  [bold]{info.mqtt_url}[/]  (pid {info.mosquitto_pid})"
+        f"{info.broker.title} {info.mqtt_broker_version}  [bold]{info.mqtt_url}[/]  "
+        f"(pid {info.mqtt_pid})"
     )
     if info.client_config is not None:
         out.print(
@@ -121,19 +141,23 @@ def stack_down(
 
 class Part(StrEnum):
     kafka = "kafka"
+    mqtt = "mqtt"  # whichever broker the stack runs; or by its name:
     mosquitto = "mosquitto"
+    hivemq = "hivemq"
+    rabbitmq = "rabbitmq"
 
 
 @stack_app.command("restart")
 def stack_restart(
     parts: Annotated[
-        list[Part] | None, typer.Argument(help="kafka, mosquitto (default: both)")
+        list[Part] | None,
+        typer.Argument(help="kafka, mqtt (or the MQTT broker's name) (default: both)"),
     ] = None,
     home: HomeOption = None,
 ) -> None:
     """Stop and start parts of the stack in place: same ports, same data."""
     stack = LocalStack(home)
-    for part in parts or list(Part):
+    for part in parts or [Part.kafka, Part.mqtt]:
         info = stack.restart(part.value, progress=console.log)
     out.print(f"Kafka {info.kafka_bootstrap} (pid {info.kafka_pid})")
-    out.print(f"Mosquitto {info.mqtt_url} (pid {info.mosquitto_pid})")
+    out.print(f"{info.broker.title} {info.mqtt_url} (pid {info.mqtt_pid})")

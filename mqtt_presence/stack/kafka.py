@@ -8,10 +8,8 @@ dependencies into its own local repository and we run `kafka.Kafka` from that cl
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -26,7 +24,8 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from mqtt_presence.stack.errors import BrokerStartError, StackError, ToolMissingError
+from mqtt_presence.stack import maven
+from mqtt_presence.stack.errors import BrokerStartError
 from mqtt_presence.stack.logs import tail
 from mqtt_presence.stack.ports import HOST, is_listening
 from mqtt_presence.stack.processes import spawn
@@ -51,59 +50,11 @@ def kafka_version() -> str:
     return pom[start : pom.index("<", start)]
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mqtt-presence"
-
-
-def _require(tool: str, hint: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolMissingError(f"`{tool}` was not found on PATH: {hint}")
-    return path
-
-
 def resolve_classpath(progress: Progress = lambda _msg: None) -> list[Path]:
     """Kafka's runtime class path, resolved by Maven once and cached by the POM's hash."""
-    pom = _resource("pom.xml")
-    digest = hashlib.sha256(pom).hexdigest()[:16]
-    cached = cache_dir() / f"kafka-classpath-{digest}.txt"
-    if cached.exists():
-        jars = [Path(p) for p in cached.read_text().split(os.pathsep) if p]
-        if jars and all(j.exists() for j in jars):
-            return jars
-    mvn = _require("mvn", "install Apache Maven (Debian: apt-get install maven)")
-    _require("java", "install a JDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
-    work = cache_dir() / f"kafka-pom-{digest}"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "pom.xml").write_bytes(pom)
-    out = work / "classpath.txt"
-    log = work / "maven.log"
-    progress(
-        f"resolving Apache Kafka {kafka_version()} from Maven Central (first run only; log: {log})"
+    return maven.resolve_classpath(
+        _resource("pom.xml"), "kafka", f"Apache Kafka {kafka_version()}", progress
     )
-    with log.open("wb") as sink:
-        proc = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-f",
-                str(work / "pom.xml"),
-                "dependency:build-classpath",
-                f"-Dmdep.outputFile={out}",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if proc.returncode != 0 or not out.exists():
-        raise StackError(
-            f"Maven could not resolve Kafka (exit {proc.returncode}); last lines of {log}:\n"
-            + tail(log)
-        )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out, cached)
-    return [Path(p) for p in out.read_text().split(os.pathsep) if p]
 
 
 @dataclass(frozen=True)
@@ -246,9 +197,7 @@ def cluster_id() -> str:
 
 
 def _java_command(classpath: list[Path], home: Path, *args: str) -> list[str]:
-    java = _require(
-        "java", "install a JDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless)"
-    )
+    java = maven.require_java()
     return [
         java,
         f"-Xmx{HEAP}",

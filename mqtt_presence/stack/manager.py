@@ -1,6 +1,7 @@
-"""The local stack: one Kafka broker and one Mosquitto on free loopback ports, in a home folder.
+"""The local stack: Kafka and one MQTT broker on free loopback ports, in a home folder.
 
-`up` provisions what is missing (Mosquitto from apt, Kafka from Maven Central), starts both in
+The MQTT broker is Mosquitto unless `up` is asked for another (`brokers`: HiveMQ CE, RabbitMQ).
+`up` provisions what is missing (brokers from apt or Maven Central), starts both in
 sessions of their own so they outlive the command, waits for real client calls to succeed, and
 writes `stack.json` so other commands (and other processes) find the stack. A stack, once made,
 keeps its ports and its data: `up` on a stack whose parts died (or were stopped with `down`)
@@ -21,14 +22,30 @@ from pathlib import Path
 
 import msgspec
 
-from mqtt_presence.stack import kafka, mosquitto, secure
+from mqtt_presence.stack import kafka, secure
+from mqtt_presence.stack.brokers import MqttBroker, wait_for_connack
 from mqtt_presence.stack.errors import BrokerStartError, PortInUseError, StackError
+from mqtt_presence.stack.hivemq import HiveMQ
+from mqtt_presence.stack.mosquitto import Mosquitto
 from mqtt_presence.stack.ports import HOST, bindable, ensure_free, free_port
 from mqtt_presence.stack.processes import pid_running, stop_pid
+from mqtt_presence.stack.rabbitmq import RabbitMQ
 
 STATE_FILE = "stack.json"
 KAFKA_START_ATTEMPTS = 3  # when a port picked as free is taken before Kafka binds it
 Progress = Callable[[str], None]
+BROKERS: dict[str, MqttBroker] = {b.name: b for b in (Mosquitto(), HiveMQ(), RabbitMQ())}
+DEFAULT_BROKER = "mosquitto"
+# stack.json as written before the MQTT broker could be another than Mosquitto
+LEGACY_KEYS = {"mosquitto_pid": "mqtt_pid", "mosquitto_version": "mqtt_broker_version"}
+
+
+def broker_named(name: str) -> MqttBroker:
+    """The broker `presence stack up --broker NAME` runs."""
+    try:
+        return BROKERS[name]
+    except KeyError:
+        raise StackError(f"no MQTT broker named {name!r}: one of {', '.join(BROKERS)}") from None
 
 
 class KafkaNodeInfo(msgspec.Struct, frozen=True):
@@ -51,9 +68,10 @@ class StackInfo(msgspec.Struct, frozen=True, kw_only=True):
     kafka_version: str
     mqtt_host: str
     mqtt_port: int
-    mosquitto_pid: int
-    mosquitto_version: str
+    mqtt_pid: int
+    mqtt_broker_version: str
     started_at: float
+    mqtt_broker: str = DEFAULT_BROKER  # a name in BROKERS
     # `up --secure`: Kafka's SASL_SSL on kafka_port and mTLS on kafka_mtls_port; Mosquitto's TLS
     # with passwords on mqtt_port and with client certificates on mqtt_mtls_port.
     secure: bool = False
@@ -67,6 +85,10 @@ class StackInfo(msgspec.Struct, frozen=True, kw_only=True):
         """Every Kafka node, node 1 first."""
         first = KafkaNodeInfo(1, self.kafka_port, self.kafka_controller_port, self.kafka_pid)
         return (first, *self.kafka_nodes)
+
+    @property
+    def broker(self) -> MqttBroker:
+        return broker_named(self.mqtt_broker)
 
     @property
     def mqtt_url(self) -> str:
@@ -119,10 +141,15 @@ class LocalStack:
     def info(self) -> StackInfo | None:
         """The recorded stack, or None when there is none."""
         try:
-            return msgspec.json.decode(self.state_path.read_bytes(), type=StackInfo)
+            recorded = msgspec.json.decode(self.state_path.read_bytes())
+            if isinstance(recorded, dict):
+                for old, new in LEGACY_KEYS.items():
+                    if old in recorded:
+                        recorded[new] = recorded.pop(old)
+            return msgspec.convert(recorded, type=StackInfo)
         except FileNotFoundError:
             return None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StackError(
                 f"{self.state_path} is not a stack state file ({exc}); "
                 "remove it and run `presence stack up` again"
@@ -131,11 +158,11 @@ class LocalStack:
     def health(self, info: StackInfo) -> dict[str, bool]:
         return {
             "kafka": all(pid_running(n.pid, kafka.MAIN_CLASS) for n in info.nodes),
-            "mosquitto": pid_running(info.mosquitto_pid, "mosquitto"),
+            info.mqtt_broker: pid_running(info.mqtt_pid, info.broker.marker),
         }
 
     def running(self) -> bool:
-        """True when a stack is recorded here and both its brokers run."""
+        """True when a stack is recorded here and its Kafka and MQTT broker run."""
         info = self.info()
         return info is not None and all(self.health(info).values())
 
@@ -146,12 +173,20 @@ class LocalStack:
         progress: Progress = lambda _m: None,
         secure: bool = False,
         kafka_nodes: int = 1,
+        broker: str | None = None,
     ) -> StackInfo:
         """Start the stack; if one is recorded here, start only its parts that are down, on
         their ports and with their data (never new ports, never an empty broker). `secure`:
-        TLS and passwords on both brokers (see `mqtt_presence.stack.secure`)."""
+        TLS and passwords on both brokers (see `mqtt_presence.stack.secure`). `broker`: the
+        MQTT broker (Mosquitto unless asked)."""
         current = self.info()
         if current is not None:
+            if broker is not None and broker != current.mqtt_broker:
+                raise StackError(
+                    f"the stack in {self.home} runs {current.broker.title}, not {broker}; "
+                    "`presence stack down --purge` first to make another (that discards its "
+                    "data), or use another --home"
+                )
             if secure and not current.secure:  # (a secure one is resumed without the flag)
                 raise StackError(
                     f"the stack in {self.home} is a plaintext one; `presence stack down --purge` "
@@ -168,9 +203,14 @@ class LocalStack:
             raise StackError("--kafka-nodes is 1 or 3 (a quorum of three KRaft controllers)")
         if kafka_nodes > 1 and secure:
             raise StackError("--secure with --kafka-nodes 3 is not supported yet: use one of them")
+        chosen = broker_named(broker or DEFAULT_BROKER)
+        if secure and not isinstance(chosen, Mosquitto):
+            raise StackError(
+                f"--secure is made for Mosquitto only so far, not {chosen.title}: use one of them"
+            )
         if kafka_nodes > 1:
-            return self._create_cluster(kafka_port, mqtt_port, progress, kafka_nodes)
-        return self._create(kafka_port, mqtt_port, progress, secure)
+            return self._create_cluster(kafka_port, mqtt_port, progress, kafka_nodes, chosen)
+        return self._create(kafka_port, mqtt_port, progress, secure, chosen)
 
     def _resume(
         self,
@@ -193,12 +233,12 @@ class LocalStack:
         if all(health.values()):
             progress(f"the stack in {self.home} is already up")
             return info
-        if not health["mosquitto"]:
+        if not health[info.mqtt_broker]:
             progress(
-                f"Mosquitto is not running: starting it again on port {info.mqtt_port} "
-                "with its data"
+                f"{info.broker.title} is not running: starting it again on port "
+                f"{info.mqtt_port} with its data"
             )
-            info = self.start_mosquitto()
+            info = self.start_mqtt()
         if not health["kafka"]:
             progress(
                 f"Kafka is not running: starting it again on port {info.kafka_port} with its data"
@@ -207,20 +247,26 @@ class LocalStack:
         return info
 
     def restart(self, part: str, progress: Progress = lambda _m: None) -> StackInfo:
-        """Stop one part ("kafka" or "mosquitto") if it runs and start it again in place."""
+        """Stop one part ("kafka", or "mqtt" or the MQTT broker's name) if it runs and start it
+        again in place."""
         info = self._require_info()
         if part == "kafka":
             progress(f"restarting Kafka on port {info.kafka_port}")
             self.stop_kafka()
             return self.start_kafka()
-        if part == "mosquitto":
-            progress(f"restarting Mosquitto on port {info.mqtt_port}")
-            stop_pid(info.mosquitto_pid, "mosquitto")
-            return self.start_mosquitto()
-        raise StackError(f"no part named {part!r}: kafka or mosquitto")
+        if part in ("mqtt", info.mqtt_broker):
+            progress(f"restarting {info.broker.title} on port {info.mqtt_port}")
+            stop_pid(info.mqtt_pid, info.broker.marker)
+            return self.start_mqtt()
+        raise StackError(f"no part named {part!r} here: kafka, mqtt or {info.mqtt_broker}")
 
     def _create(
-        self, kafka_port: int | None, mqtt_port: int | None, progress: Progress, secure_: bool
+        self,
+        kafka_port: int | None,
+        mqtt_port: int | None,
+        progress: Progress,
+        secure_: bool,
+        broker: MqttBroker,
     ) -> StackInfo:
         kafka_port = kafka_port or _env_port("PRESENCE_KAFKA_PORT")
         mqtt_port = mqtt_port or _env_port("PRESENCE_MQTT_PORT")
@@ -230,7 +276,7 @@ class LocalStack:
 
         kmtls, mmtls = (free_port(), free_port()) if secure_ else (0, 0)
 
-        binary = mosquitto.ensure_installed(progress)
+        broker.install(progress)
         classpath = kafka.resolve_classpath(progress)
         self.home.mkdir(parents=True, exist_ok=True)
         if secure_:
@@ -238,8 +284,8 @@ class LocalStack:
             secure.provision(self.home)
         started: list[tuple[int, str]] = []
         try:
-            progress(f"starting mosquitto on {HOST}:{mport}")
-            mproc = self._run_mosquitto(binary, mport, mmtls, secure_, started)
+            progress(f"starting {broker.title} on {HOST}:{mport}")
+            mqtt_pid = self._run_mqtt(broker, mport, mmtls, secure_, started)
 
             for attempt in range(1, KAFKA_START_ATTEMPTS + 1):
                 progress(f"starting Kafka {kafka.kafka_version()} (KRaft) on {HOST}:{kport}")
@@ -276,8 +322,9 @@ class LocalStack:
             kafka_version=kafka.kafka_version(),
             mqtt_host=HOST,
             mqtt_port=mport,
-            mosquitto_pid=mproc.pid,
-            mosquitto_version=mosquitto.version(binary),
+            mqtt_pid=mqtt_pid,
+            mqtt_broker_version=broker.version(),
+            mqtt_broker=broker.name,
             started_at=time.time(),
             secure=secure_,
             kafka_mtls_port=kmtls,
@@ -299,13 +346,14 @@ class LocalStack:
         if info is not None:
             for pid, marker in (
                 *((n.pid, kafka.MAIN_CLASS) for n in info.nodes),
-                (info.mosquitto_pid, "mosquitto"),
+                (info.mqtt_pid, info.broker.marker),
             ):
                 if stop_pid(pid, marker):
                     stopped.append(pid)
         if purge:
             self.state_path.unlink(missing_ok=True)
-            for data in ("kafka-data", "mosquitto-data"):
+            brokers_data = (d for b in BROKERS.values() for d in b.data_dirs)
+            for data in ("kafka-data", *brokers_data):
                 shutil.rmtree(self.home / data, ignore_errors=True)
             for node in info.kafka_nodes if info else ():
                 shutil.rmtree(self.node_home(node.node_id), ignore_errors=True)
@@ -322,24 +370,29 @@ class LocalStack:
         return self.home if node_id == 1 else self.home / f"kafka-{node_id}"
 
     def _create_cluster(
-        self, kafka_port: int | None, mqtt_port: int | None, progress: Progress, count: int
+        self,
+        kafka_port: int | None,
+        mqtt_port: int | None,
+        progress: Progress,
+        count: int,
+        broker: MqttBroker,
     ) -> StackInfo:
-        """Mosquitto and `count` Kafka nodes, each a broker and a KRaft controller, formatted
+        """The MQTT broker and `count` Kafka nodes, each a broker and a KRaft controller, formatted
         with one cluster id; replication factor 3 and min.insync.replicas 2 by default."""
         kafka_port = kafka_port or _env_port("PRESENCE_KAFKA_PORT")
         mqtt_port = mqtt_port or _env_port("PRESENCE_MQTT_PORT")
         first = ensure_free(kafka_port, "Kafka") if kafka_port else free_port()
         ports = [(first, free_port()), *((free_port(), free_port()) for _ in range(count - 1))]
         mport = ensure_free(mqtt_port, "MQTT") if mqtt_port else free_port()
-        binary = mosquitto.ensure_installed(progress)
+        broker.install(progress)
         classpath = kafka.resolve_classpath(progress)
         self.home.mkdir(parents=True, exist_ok=True)
         cluster = tuple(kafka.Node(i, p, c) for i, (p, c) in enumerate(ports, start=1))
         uuid = kafka.cluster_id()
         started: list[tuple[int, str]] = []
         try:
-            progress(f"starting mosquitto on {HOST}:{mport}")
-            mproc = self._run_mosquitto(binary, mport, 0, False, started)
+            progress(f"starting {broker.title} on {HOST}:{mport}")
+            mqtt_pid = self._run_mqtt(broker, mport, 0, False, started)
             procs = []
             for node in cluster:
                 progress(f"starting Kafka node {node.node_id} on {HOST}:{node.port}")
@@ -371,8 +424,9 @@ class LocalStack:
             kafka_version=kafka.kafka_version(),
             mqtt_host=HOST,
             mqtt_port=mport,
-            mosquitto_pid=mproc.pid,
-            mosquitto_version=mosquitto.version(binary),
+            mqtt_pid=mqtt_pid,
+            mqtt_broker_version=broker.version(),
+            mqtt_broker=broker.name,
             started_at=time.time(),
             kafka_nodes=tuple(
                 KafkaNodeInfo(n.node_id, n.port, n.controller_port, p.pid)
@@ -443,36 +497,41 @@ class LocalStack:
         )
         return self._record(msgspec.structs.replace(info, kafka_pid=proc.pid))
 
-    def start_mosquitto(self) -> StackInfo:
+    def start_mqtt(self) -> StackInfo:
+        """Start the stack's MQTT broker again, in place (its port, its data)."""
         info = self._require_info()
         ensure_taken_by_nobody(info.mqtt_port, "MQTT", self.home)
-        binary = mosquitto.ensure_installed()
-        # today's settings, same data
-        proc = self._run_mosquitto(binary, info.mqtt_port, info.mqtt_mtls_port, info.secure)
-        return self._record(msgspec.structs.replace(info, mosquitto_pid=proc.pid))
+        pid = self._run_mqtt(info.broker, info.mqtt_port, info.mqtt_mtls_port, info.secure)
+        return self._record(msgspec.structs.replace(info, mqtt_pid=pid))
 
-    def _run_mosquitto(
+    def _run_mqtt(
         self,
-        binary: Path,
+        broker: MqttBroker,
         port: int,
         mtls_port: int,
         secured: bool,
         started: list[tuple[int, str]] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Write the config, start Mosquitto (its pid in `started` before waiting, so that a
-        failed start can be cleaned up) and wait for a real CONNACK."""
-        users = secure.mqtt_secured(self.home, mtls_port) if secured else None
-        conf = mosquitto.prepare(self.home, port, secured=users)
-        proc = mosquitto.start(binary, self.home, conf)
+    ) -> int:
+        """Write the config, start the broker (its pid in `started` before waiting, so that a
+        failed start can be cleaned up), wait for a real CONNACK; the pid to record."""
+        if secured and isinstance(broker, Mosquitto):
+            users = secure.mqtt_secured(self.home, mtls_port)
+            proc = broker.start(self.home, port, secured=users)
+        else:
+            proc = broker.start(self.home, port)
         if started is not None:
-            started.append((proc.pid, "mosquitto"))
-        mosquitto.wait_ready(
-            port,
-            lambda: proc.poll() is None,
-            self.home / "mosquitto.log",
-            login=secure.mqtt_login(self.home) if secured else None,
-        )
-        return proc
+            started.append((proc.pid, broker.marker))
+        if secured:
+            wait_for_connack(
+                broker.title,
+                port,
+                lambda: proc.poll() is None,
+                self.home / broker.log_name,
+                login=secure.mqtt_login(self.home),
+            )
+        else:
+            broker.wait_ready(self.home, port, lambda: proc.poll() is None)
+        return broker.running_pid(self.home, proc)
 
     def _require_info(self) -> StackInfo:
         info = self.info()

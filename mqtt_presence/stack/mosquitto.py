@@ -6,7 +6,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from mqtt_presence.stack.brokers import MqttBroker, apt_install, wait_for_connack
 from mqtt_presence.stack.errors import BrokerStartError, ToolMissingError
-from mqtt_presence.stack.logs import tail
 from mqtt_presence.stack.ports import HOST
 from mqtt_presence.stack.processes import spawn
 from mqtt_presence.stack.tls import Issued
@@ -37,33 +36,7 @@ def ensure_installed(progress: Progress = lambda _msg: None) -> Path:
     binary = find_binary()
     if binary is not None:
         return binary
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise ToolMissingError(
-            "mosquitto is not installed and there is no apt-get to install it; "
-            "install Eclipse Mosquitto 2.x and put it on PATH"
-        )
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        sudo = shutil.which("sudo")
-        if sudo is None:
-            raise ToolMissingError(
-                "mosquitto is not installed; as root run: "
-                f"apt-get install -y {' '.join(APT_PACKAGES)}"
-            )
-        prefix = [sudo, "-n"]
-    progress(f"installing {', '.join(APT_PACKAGES)} with apt-get (first run only)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        [apt, "update", "-q"],
-        [apt, "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES],
-    ):
-        proc = subprocess.run([*prefix, *cmd], capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            raise ToolMissingError(
-                f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n"
-                + "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-            )
+    apt_install(APT_PACKAGES, "Eclipse Mosquitto 2.x", progress)
     binary = find_binary()
     if binary is None:
         raise ToolMissingError("apt-get installed mosquitto but its binary was not found")
@@ -222,31 +195,24 @@ def wait_ready(
     login: Login | None = None,
 ) -> None:
     """Wait until a real MQTT CONNECT is accepted (CONNACK 0)."""
+    wait_for_connack("mosquitto", port, alive, log, timeout, login)
 
-    deadline = time.monotonic() + timeout
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        if not alive():
-            raise BrokerStartError(
-                f"mosquitto exited during start-up; last lines of {log}:\n{tail(log)}"
-            )
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id="presence-stack-probe", protocol=mqtt.MQTTv5
-        )
-        if login is not None:
-            login.apply(client)
-        try:
-            client.connect(HOST, port, keepalive=5)
-            for _ in range(20):  # read the CONNACK: a listening socket alone is not "ready"
-                client.loop(timeout=0.1)
-                if client.is_connected():
-                    client.disconnect()
-                    return
-            last = "no CONNACK"
-        except OSError as exc:
-            last = repr(exc)
-            time.sleep(0.1)
-    raise BrokerStartError(
-        f"mosquitto on {HOST}:{port} was not ready after {timeout:.0f} s "
-        f"({last}); last lines of {log}:\n{tail(log)}"
-    )
+
+class Mosquitto(MqttBroker):
+    name = "mosquitto"
+    title = "Mosquitto"
+    marker = "mosquitto"
+    data_dirs = ("mosquitto-data",)
+    log_name = "mosquitto.log"
+    mqtt5 = True
+
+    def install(self, progress: Progress) -> None:
+        ensure_installed(progress)
+
+    def version(self) -> str:
+        return version(ensure_installed())
+
+    def start(
+        self, home: Path, port: int, secured: Secured | None = None
+    ) -> subprocess.Popen[bytes]:
+        return start(ensure_installed(), home, prepare(home, port, secured=secured))

@@ -14,7 +14,9 @@ from pathlib import Path
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `cmd` in a session of its own (a Ctrl-C of the CLI does not reach it), output to
     `log`."""
     with log.open("ab") as out:  # the child has its own descriptor; ours closes here
@@ -25,6 +27,7 @@ def spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=cwd,
+            env=env,
         )
     _children[proc.pid] = proc
     return proc

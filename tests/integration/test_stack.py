@@ -135,9 +135,9 @@ def test_two_stacks_side_by_side_and_down_leaves_no_process(
         assert reported["up"] is True
     finally:
         stopped = second.down(purge=True)
-    assert sorted(stopped) == sorted([info.kafka_pid, info.mosquitto_pid])
+    assert sorted(stopped) == sorted([info.kafka_pid, info.mqtt_pid])
     assert not pid_running(info.kafka_pid, "kafka.Kafka")
-    assert not pid_running(info.mosquitto_pid, "mosquitto")
+    assert not pid_running(info.mqtt_pid, "mosquitto")
     assert second.info() is None
     # The session's stack was not touched.
     assert LocalStack(Path(stack.home)).health(stack) == {"kafka": True, "mosquitto": True}
@@ -218,17 +218,17 @@ def test_up_after_a_part_died_starts_only_that_part_in_place_and_keeps_every_rec
         pub.publish(f"{topic}/retained", b"still here", retain=True)
         pub.close()
         # Saved after 100 changes, or now on SIGUSR1 (mosquitto(8)): what was saved must survive.
-        os.kill(info.mosquitto_pid, signal.SIGUSR1)
+        os.kill(info.mqtt_pid, signal.SIGUSR1)
         time.sleep(0.5)
 
-        os.kill(info.mosquitto_pid, signal.SIGKILL)
+        os.kill(info.mqtt_pid, signal.SIGKILL)
         up = cli("up", "--home", str(stack_home))
         assert up.returncode == 0, up.stderr
         assert "Mosquitto is not running: starting it again" in up.stderr
         after = second.info()
         assert after is not None
         assert after.kafka_pid == info.kafka_pid  # the healthy part was not touched
-        assert after.mosquitto_pid != info.mosquitto_pid
+        assert after.mqtt_pid != info.mqtt_pid
         assert (after.kafka_port, after.mqtt_port) == (info.kafka_port, info.mqtt_port)
         assert retained(after, f"{topic}/retained") == b"still here"
         assert kafka_records(after, topic) == [b"record-1"]
@@ -239,7 +239,7 @@ def test_up_after_a_part_died_starts_only_that_part_in_place_and_keeps_every_rec
         assert "Kafka is not running: starting it again" in up.stderr
         again = second.info()
         assert again is not None
-        assert again.mosquitto_pid == after.mosquitto_pid
+        assert again.mqtt_pid == after.mqtt_pid
         assert again.kafka_port == info.kafka_port
         assert kafka_records(again, topic) == [b"record-1"]
 
@@ -254,7 +254,7 @@ def test_up_after_a_part_died_starts_only_that_part_in_place_and_keeps_every_rec
         assert restart.returncode == 0, restart.stderr
         last = second.info()
         assert last is not None
-        assert last.mosquitto_pid != restarted.mosquitto_pid
+        assert last.mqtt_pid != restarted.mqtt_pid
         assert last.kafka_pid == restarted.kafka_pid
         assert retained(last, f"{topic}/retained") == b"still here"
     finally:

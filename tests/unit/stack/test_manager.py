@@ -23,8 +23,8 @@ def recorded_stack(home: Path, mqtt_port: int, kafka_port: int = 1) -> LocalStac
         kafka_version="4.4.0",
         mqtt_host="127.0.0.1",
         mqtt_port=mqtt_port,
-        mosquitto_pid=0,
-        mosquitto_version="2",
+        mqtt_pid=0,
+        mqtt_broker_version="2",
         started_at=0.0,
     )
     (home / "stack.json").write_bytes(msgspec.json.encode(info))
@@ -69,3 +69,36 @@ def test_down_keeps_data_and_ports_and_purge_discards_them(tmp_path: Path) -> No
 def test_restart_names_its_parts(tmp_path: Path) -> None:
     with pytest.raises(StackError, match="no part named 'zookeeper'"):
         recorded_stack(tmp_path, mqtt_port=1883).restart("zookeeper")
+
+
+def test_a_stack_recorded_before_the_broker_could_be_chosen_is_read_as_mosquitto(
+    tmp_path: Path,
+) -> None:
+    # stack.json as every earlier version wrote it: Mosquitto under its own name.
+    old = msgspec.to_builtins(recorded_stack(tmp_path, mqtt_port=1883).info())
+    old["mosquitto_pid"], old["mosquitto_version"] = (
+        old.pop("mqtt_pid"),
+        old.pop("mqtt_broker_version"),
+    )
+    del old["mqtt_broker"]
+    (tmp_path / "stack.json").write_bytes(msgspec.json.encode(old))
+    info = LocalStack(tmp_path).info()
+    assert info is not None
+    assert (info.mqtt_broker, info.mqtt_broker_version, info.broker.title) == (
+        "mosquitto",
+        "2",
+        "Mosquitto",
+    )
+
+
+def test_a_recorded_stack_keeps_its_broker(tmp_path: Path) -> None:
+    stack = recorded_stack(tmp_path, mqtt_port=1883)
+    with pytest.raises(StackError, match="runs Mosquitto, not hivemq"):
+        stack.up(broker="hivemq")
+    with pytest.raises(StackError, match="no MQTT broker named 'vernemq'"):
+        LocalStack(tmp_path / "new").up(broker="vernemq")
+
+
+def test_restart_takes_the_broker_by_its_name_or_as_mqtt(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="kafka, mqtt or mosquitto"):
+        recorded_stack(tmp_path, mqtt_port=1883).restart("hivemq")
