@@ -9,7 +9,7 @@ then defaults (the local stack, the README's device convention).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -47,6 +47,11 @@ class BridgeSettings(FileTableSettings):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    mqtt_version: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT 5, or 3.1.1 for brokers without it (RabbitMQ before 3.13): then the "
+        "session lasts until the broker's own expiry, and progress probes carry no expiry",
+    )
     keepalive_s: int = Field(30, ge=5)
     session_expiry_s: int = Field(
         7 * 24 * 3600, gt=0, description="how long the broker keeps our session offline"

@@ -74,10 +74,12 @@ class MqttSource:
         self._state_ts = 0  # the timestamp of this connection's STATE will
         self.subscribed = threading.Event()  # the broker granted every subscription
         self._pending_subs: dict[int, list[str]] = {}
+        self.mqtt5 = settings.mqtt_version == "5"
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311,
+            clean_session=None if self.mqtt5 else False,  # 3.1.1: a persistent session
             manual_ack=True,
         )
         if settings.username is not None:
@@ -99,9 +101,11 @@ class MqttSource:
 
     def connect(self) -> None:
         """Open the connection (raises OSError when the broker is unreachable)."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        props.ReceiveMaximum = self.settings.receive_maximum
+        props = None
+        if self.mqtt5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.settings.session_expiry_s
+            props.ReceiveMaximum = self.settings.receive_maximum
         if self.state_topic is not None:
             self._state_ts = time.time_ns() // 1_000_000
             self.client.will_set(
@@ -112,7 +116,7 @@ class MqttSource:
                 self.settings.mqtt_host,
                 self.settings.mqtt_port,
                 keepalive=self.settings.keepalive_s,
-                clean_start=False,
+                clean_start=False if self.mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                 properties=props,
             )
         except ssl.SSLCertVerificationError as exc:  # retrying cannot make it trusted
@@ -179,7 +183,7 @@ class MqttSource:
         """Send a message of our own (a Sparkplug rebirth request, the host STATE, a progress
         probe), with MQTT 5 user properties and a message expiry interval if given."""
         props = None
-        if user_properties or expiry_s is not None:
+        if self.mqtt5 and (user_properties or expiry_s is not None):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if user_properties:
                 props.UserProperty = list(user_properties.items())
