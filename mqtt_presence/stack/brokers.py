@@ -65,10 +65,6 @@ class MqttBroker(ABC):
         what was started is a wrapper of it)."""
         return proc.pid
 
-    def protocol(self) -> int:
-        """The newest MQTT version clients should speak to it."""
-        return mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311
-
 
 def apt_install(packages: tuple[str, ...], what: str, progress: Progress) -> None:
     """Install Debian packages (as root, or with sudo -n), without starting their system-wide

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from importlib import resources
 from pathlib import Path
 
 from mqtt_presence.stack import maven
@@ -27,19 +26,13 @@ HEAP = os.environ.get("PRESENCE_HIVEMQ_HEAP", "384m")
 MAX_QUEUE = 1_000_000
 
 
-def _resource(name: str) -> bytes:
-    return (resources.files("mqtt_presence.stack") / name).read_bytes()
-
-
 def hivemq_version() -> str:
-    pom = _resource("hivemq-pom.xml").decode()
-    start = pom.index(f"<{VERSION_PROPERTY}>") + len(VERSION_PROPERTY) + 2
-    return pom[start : pom.index("<", start)]
+    return maven.pom_property("hivemq-pom.xml", VERSION_PROPERTY)
 
 
 def resolve_classpath(progress: Progress = lambda _msg: None) -> list[Path]:
     return maven.resolve_classpath(
-        _resource("hivemq-pom.xml"),
+        maven.resource("hivemq-pom.xml"),
         "hivemq",
         f"HiveMQ Community Edition {hivemq_version()}",
         progress,
@@ -127,7 +120,7 @@ class HiveMQ(MqttBroker):
         (conf / "config.xml").write_text(config_text(port))
         (conf / "logback.xml").write_text(logback_text(home))
         launcher = home / LAUNCHER
-        launcher.write_bytes(_resource(LAUNCHER))
+        launcher.write_bytes(maven.resource(LAUNCHER))
         classpath = resolve_classpath()
         cmd = [
             maven.require_java(),

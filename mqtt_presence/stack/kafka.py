@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +38,15 @@ HEAP = os.environ.get("PRESENCE_KAFKA_HEAP", "768m")
 Progress = Callable[[str], None]
 
 
-def _resource(name: str) -> bytes:
-    return (resources.files("mqtt_presence.stack") / name).read_bytes()
-
-
 def kafka_version() -> str:
     """The Kafka version the bundled POM asks Maven for."""
-    pom = _resource("pom.xml").decode()
-    start = pom.index(f"<{KAFKA_VERSION_PROPERTY}>") + len(KAFKA_VERSION_PROPERTY) + 2
-    return pom[start : pom.index("<", start)]
+    return maven.pom_property("pom.xml", KAFKA_VERSION_PROPERTY)
 
 
 def resolve_classpath(progress: Progress = lambda _msg: None) -> list[Path]:
     """Kafka's runtime class path, resolved by Maven once and cached by the POM's hash."""
     return maven.resolve_classpath(
-        _resource("pom.xml"), "kafka", f"Apache Kafka {kafka_version()}", progress
+        maven.resource("pom.xml"), "kafka", f"Apache Kafka {kafka_version()}", progress
     )
 
 
@@ -225,7 +218,7 @@ def prepare(
     of a secured broker: KRaft keeps them in its metadata log); returns the config. The nodes of
     one cluster are formatted with the same `cluster_uuid`."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "log4j2.properties").write_bytes(_resource("log4j2.properties"))
+    (home / "log4j2.properties").write_bytes(maven.resource("log4j2.properties"))
     config = home / "server.properties"
     config.write_text(server_properties(home, port, controller_port, secured, node_id, cluster))
     os.chmod(config, 0o600)  # a secured broker's file holds its users' passwords

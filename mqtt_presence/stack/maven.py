@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from mqtt_presence.stack.errors import StackError, ToolMissingError
@@ -18,6 +19,18 @@ from mqtt_presence.stack.logs import tail
 
 Progress = Callable[[str], None]
 JAVA_HINT = "install a JDK 17 or newer (Debian: apt-get install openjdk-17-jdk-headless)"
+
+
+def resource(name: str) -> bytes:
+    """A file bundled with the stack (a POM, a launcher, a logging config)."""
+    return (resources.files("mqtt_presence.stack") / name).read_bytes()
+
+
+def pom_property(pom_name: str, prop: str) -> str:
+    """A property of a bundled POM (the version it asks Maven for)."""
+    pom = resource(pom_name).decode()
+    start = pom.index(f"<{prop}>") + len(prop) + 2
+    return pom[start : pom.index("<", start)]
 
 
 def cache_dir() -> Path:
