@@ -13,7 +13,13 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from mqtt_presence.core.records import is_progress
 from mqtt_presence.errors import PresenceError
@@ -256,16 +262,20 @@ def ensure_topics(
 def read_from_beginning(
     kafka: KafkaSettings | str, topic: str, idle_ms: int = 2_000, timeout_s: float = 120.0
 ) -> list[Any]:
-    """See `_read_from_beginning`; read again from the start (up to 5 times, a second apart)
-    when a node refuses the connection meanwhile (a cluster's node just killed or restarted)."""
-    for attempt in range(5):
-        try:
-            return _read_from_beginning(kafka, topic, idle_ms, timeout_s)
-        except KafkaConnectionError:
-            if attempt == 4:
-                raise
-            time.sleep(1)
-    return []
+    """See `_read_from_beginning`; read again from the start with a new client (up to 5 times,
+    a second apart) when a node refuses the connection or a request goes unanswered (a node of a
+    cluster just killed or restarted: a ListOffsets request to the new leader of a partition
+    has been seen to wait out kafka-python's 30 s in CI right after a controller kill)."""
+    retrying = Retrying(
+        retry=retry_if_exception_type((KafkaConnectionError, KafkaTimeoutError)),
+        stop=stop_after_attempt(5),
+        wait=wait_fixed(1),
+        before_sleep=lambda state: log.info(
+            "reading %s again: %s", topic, state.outcome and state.outcome.exception()
+        ),
+        reraise=True,
+    )
+    return retrying(_read_from_beginning, kafka, topic, idle_ms, timeout_s)
 
 
 def _read_from_beginning(

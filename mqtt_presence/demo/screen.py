@@ -65,7 +65,7 @@ def feed_table(story: Story, rows: int = FEED_ROWS) -> Table:
             short(line.device) + (f" +{others}" if others else ""),
             line.decision.value + (f" x{times}" if times > 1 else ""),
             line.why,
-            Text(line.naive, style="red" if "wrong" in line.naive else ""),
+            Text(row.naive, style="red" if "wrong" in row.naive else ""),
         )
     for _ in range(rows - len(shown)):  # a steady height: the screen does not jump
         table.add_row("", "", "", "", "")

@@ -88,8 +88,26 @@ class FeedLine:
 class FeedRow:
     """Consecutive feed lines of one decision, shown as one row (a storm is one row, not 40)."""
 
-    first: FeedLine
-    devices: tuple[str, ...]
+    lines: tuple[FeedLine, ...]
+
+    @property
+    def first(self) -> FeedLine:
+        return self.lines[0]
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(line.device for line in self.lines)
+
+    @property
+    def naive(self) -> str:
+        """What the naive consumer did, a mistake first: a row of five stale wills where the
+        naive consumer was wrong on the third says so, not what it did with the first."""
+        wrong = [line.naive for line in self.lines if "wrong" in line.naive]
+        if not wrong:
+            return self.first.naive
+        if len(self.lines) == 1:
+            return wrong[0]
+        return f"{wrong[0]} ({len(wrong)} of {len(self.lines)})"
 
 
 def rows_of(feed: Iterable[FeedLine], rows: int) -> list[FeedRow]:
@@ -97,9 +115,9 @@ def rows_of(feed: Iterable[FeedLine], rows: int) -> list[FeedRow]:
     out: list[FeedRow] = []
     for line in feed:
         if out and out[-1].first.decision is line.decision:
-            out[-1] = FeedRow(out[-1].first, (*out[-1].devices, line.device))
+            out[-1] = FeedRow((*out[-1].lines, line))
         else:
-            out.append(FeedRow(line, (line.device,)))
+            out.append(FeedRow((line,)))
     return out[-rows:]
 
 

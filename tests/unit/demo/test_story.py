@@ -152,6 +152,20 @@ def test_a_storm_is_one_row_per_run_of_one_decision() -> None:
     assert rows_of(lines, rows=1) == rows[-1:]
 
 
+def test_a_row_of_many_lines_shows_the_naive_consumers_mistake_not_just_its_first_line() -> None:
+    # CI run of stop 22: five stale wills grouped in one row, the naive consumer wrong on some
+    # of them, and the row showed only what it did with the first (right) one.
+    fine, wrong = "OFFLINE", "OFFLINE, wrong: device is up"
+    lines = [
+        FeedLine(T0 + i, f"d{i}", Decision.STALE_WILL, "", wrong if i in (2, 4) else fine)
+        for i in range(5)
+    ]
+    (row,) = rows_of(lines, rows=10)
+    assert row.naive == f"{wrong} (2 of 5)"
+    assert rows_of(lines[2:3], rows=1)[0].naive == wrong
+    assert rows_of(lines[:2], rows=1)[0].naive == fine
+
+
 @given(st.lists(st.sampled_from(list(Decision)), max_size=60), st.integers(1, 12))
 def test_rows_keep_every_line_in_order(decisions: list[Decision], rows: int) -> None:
     lines = [FeedLine(T0 + i, f"d{i}", d, "", "") for i, d in enumerate(decisions)]
