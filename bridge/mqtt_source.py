@@ -39,8 +39,8 @@ from mqtt_presence.bridge.progress import probe_topic
 
 log = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E
-# Brokers that do not send DISCONNECT 0x8E on a takeover (Mosquitto 2.0 just closes the old
-# socket) show a client-id conflict as a ping-pong: this many losses of an established session
+# Brokers that do not send DISCONNECT 0x8E on a takeover (Mosquitto 2.0 and RabbitMQ 3.10 just
+# close the old socket; HiveMQ sends it) show a client-id conflict as a ping-pong: this many losses of an established session
 # within the window stop the bridge instead of fighting the other client forever.
 PING_PONG_LOSSES = 3
 READ_BATCH = 256
@@ -233,7 +233,10 @@ class MqttSource:
             log.warning("MQTT connection refused: %s", reason_code)
             return
         self.connected = True
-        subs = [(f, SubscribeOptions(qos=1)) for f in self.filters]
+        # MQTT 5 takes subscription options; paho refuses them on a 3.1.1 client (a QoS only)
+        subs: list[tuple[str, Any]] = [
+            (f, SubscribeOptions(qos=1) if self.mqtt5 else 1) for f in self.filters
+        ]
         _, mid = client.subscribe(subs)
         if mid is not None:
             self._pending_subs[mid] = list(self.filters)
@@ -300,7 +303,8 @@ class MqttSource:
                 f"the broker closed our session as {self.settings.client_id!r} "
                 f"{len(self._losses)} times within {PING_PONG_WINDOW_S:.0f} s: most likely "
                 "another client uses the same client id and each connection takes the other's "
-                "session over (Mosquitto logs 'already connected, closing old connection'). "
+                "session over (Mosquitto logs 'already connected, closing old connection', "
+                "RabbitMQ 'disconnecting client ... with duplicate id'). "
                 "Give every bridge its own client id. If not, check the broker's limits and log."
             )
 
