@@ -1,13 +1,14 @@
 """Bridge throughput and latency, side by side with the limits of the same machine.
 
     python -m bench.bridge_throughput [--messages 100000] [--latency-rate 1000] [--home DIR]
+                                      [--broker mosquitto|hivemq|rabbitmq]
                                       [--telemetry-per-status 10]
 
 Starts its own local stack (or uses the one in --home), then measures in one run:
 
 1. drain: N lifecycle messages (~100-byte JSON births and wills, a reconnect storm) are queued in
-   Mosquitto for a persistent QoS 1 session first; then the reader connects and we time how fast
-   it takes them all:
+   the MQTT broker for a persistent QoS 1 session first; then the reader connects and we time
+   how fast it takes them all:
    (a) a bare paho subscriber that only counts and acknowledges at once (the MQTT ceiling);
    (b) the bridge: every message translated, written to Kafka (acks=all, idempotent) and only
        then acknowledged; at the end every message is checked to be in Kafka.
@@ -34,16 +35,15 @@ import uuid
 import paho.mqtt.client as mqtt
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from bench.common import (
     Figures,
     add_common_args,
     bench_stack,
+    connect_persistent,
     fast_publisher,
     kafka_of,
-    log_in,
+    mqtt_client,
     p50_p99,
     run_bench,
     stack_config,
@@ -68,11 +68,8 @@ def payload(i: int, ts_ns: int | None = None) -> bytes:
 
 def persistent_session(info: StackInfo, client_id: str, topic_filter: str) -> None:
     """Create a persistent QoS 1 session with a subscription, then leave: the broker queues."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
-    log_in(info, c)
-    c.connect(info.mqtt_host, info.mqtt_port, clean_start=True, properties=props)
+    c = mqtt_client(info, client_id)
+    connect_persistent(info, c, resume=False)
     c.loop_start()
     c.subscribe(topic_filter, qos=1)
     time.sleep(0.5)
@@ -111,9 +108,7 @@ def publish_burst(
 def bare_subscriber_drain(info: StackInfo, client_id: str, n: int) -> float:
     got = 0
     done = threading.Event()
-    c = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
-    )
+    c = mqtt_client(info, client_id, manual_ack=True)
 
     def on_message(client: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
         nonlocal got
@@ -123,12 +118,8 @@ def bare_subscriber_drain(info: StackInfo, client_id: str, n: int) -> float:
             done.set()
 
     c.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
-    props.ReceiveMaximum = 1000
-    log_in(info, c)
     start = time.perf_counter()
-    c.connect(info.mqtt_host, info.mqtt_port, clean_start=False, properties=props)
+    connect_persistent(info, c, resume=True, receive_maximum=1000)
     c.loop_start()
     done.wait(600)
     elapsed = time.perf_counter() - start
@@ -170,6 +161,7 @@ def bridge_kw(
         "raw_topic": raw_topic,
         "dlq_topic": f"dlq-{tag}",
         "profiles": [{"kind": "json", "topic": f"{prefix}/{{device}}/status"}],
+        "mqtt_version": "5" if info.broker.mqtt5 else "3.1.1",
     }
 
 
@@ -238,12 +230,7 @@ def latency(
     admin.close()
     bridge = Bridge(settings)
     thread = bridge.start_in_thread()
-    c = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"lat-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
-    )
-    c.connect(info.mqtt_host, info.mqtt_port)
+    c = fast_publisher(info)
     c.loop_start()
     total = int(rate * seconds)
     start = time.perf_counter()
@@ -270,10 +257,11 @@ def latency(
 
 def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     n = args.messages
-    with bench_stack(args.home) as (info, _home):
+    with bench_stack(args.home, broker=args.broker) as (info, _home):
         tag = uuid.uuid4().hex[:6]
+        broker = f"{info.broker.title} {info.mqtt_broker_version}"
         print(
-            f"\nMosquitto {info.mqtt_broker_version}, Kafka {info.kafka_version}; {n} messages "
+            f"\n{broker}, Kafka {info.kafka_version}; {n} messages "
             f"of {len(payload(0))} bytes, QoS 1, queued in the broker first\n"
         )
         # (a) bare paho subscriber, (b) the bridge
@@ -304,7 +292,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
             "profiles": [{"kind": "json", "topic": f"l-{tag}/{{device}}/status"}],
         }
         lats = latency(info, lat_kw, f"l-{tag}", args.latency_rate, args.latency_seconds)
-    figures.add("publisher_into_mosquitto", pub_rate, "messages/s")
+    figures.add("publisher_into_broker", pub_rate, "messages/s")
     figures.add("bare_subscriber", bare, "messages/s")
     figures.add("bridge", bridged, "messages/s")
     figures.add("kafka_python_producer", producer, "messages/s")
@@ -314,7 +302,9 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
     figures.add("lost", max(n - in_kafka, 0), "messages", "== 0")
     figures.add("duplicates", max(in_kafka - n, 0), "messages")
     print(f"{'what':58} {'msg/s':>10}")
-    print(f"{'publisher into Mosquitto (QoS 1, for reference)':58} {pub_rate:>10,.0f}")
+    print(
+        f"{'publisher into ' + info.broker.title + ' (QoS 1, for reference)':58} {pub_rate:>10,.0f}"
+    )
     print(f"{'(a) bare paho subscriber, QoS 1, manual acks':58} {bare:>10,.0f}")
     print(f"{'(b) bridge: MQTT -> Kafka (acks=all), ack after Kafka':58} {bridged:>10,.0f}")
     print(f"{'(c) kafka-python producer alone, same settings':58} {producer:>10,.0f}")
@@ -343,7 +333,7 @@ def measure(args: argparse.Namespace, figures: Figures) -> dict[str, str]:
             f"latency publish -> Kafka append at {args.latency_rate} msg/s "
             f"({len(lats)} messages): median {p50:.0f} ms, p99 {p99:.0f} ms"
         )
-    return {"kafka": info.kafka_version, "mosquitto": info.mqtt_broker_version}
+    return {"kafka": info.kafka_version, info.mqtt_broker: info.mqtt_broker_version}
 
 
 def main() -> None:

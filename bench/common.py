@@ -18,11 +18,14 @@ from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from mqtt_presence import bench_report
 from mqtt_presence.bench_report import BenchReport, Figure
 from mqtt_presence.settings import KafkaSettings, load_file
 from mqtt_presence.stack import LocalStack, StackInfo, secure
+from mqtt_presence.stack.manager import BROKERS
 
 
 class Figures:
@@ -97,16 +100,23 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-rate", type=int, default=1_000, help="messages per second")
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--home", type=Path, help="use (or start) the local stack here")
+    parser.add_argument(
+        "--broker",
+        choices=sorted(BROKERS),
+        help="the MQTT broker of a fresh stack (as `presence stack up --broker`; Mosquitto)",
+    )
 
 
 @contextmanager
-def bench_stack(home_arg: Path | None, secure: bool = False) -> Iterator[tuple[StackInfo, Path]]:
+def bench_stack(
+    home_arg: Path | None, secure: bool = False, broker: str | None = None
+) -> Iterator[tuple[StackInfo, Path]]:
     """The stack in `home_arg`, or a fresh one in a temporary folder, stopped and removed after
-    (`secure`: `presence stack up --secure`)."""
+    (`secure`: `presence stack up --secure`; `broker`: its MQTT broker)."""
     home = home_arg or Path(tempfile.mkdtemp(prefix="presence-bench-"))
     stack = LocalStack(home / "stack" if home_arg is None else home)
     started = not stack.running()
-    info = stack.up(progress=print, secure=secure)
+    info = stack.up(progress=print, secure=secure, broker=broker)
     try:
         yield info, home
     finally:
@@ -116,12 +126,41 @@ def bench_stack(home_arg: Path | None, secure: bool = False) -> Iterator[tuple[S
             shutil.rmtree(home, ignore_errors=True)
 
 
+def mqtt_client(info: StackInfo, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """A paho client speaking what the stack's broker speaks (MQTT 5, or 3.1.1 for RabbitMQ),
+    with a persistent session when it is 3.1.1 (clean session 0; MQTT 5 asks in `connect`)."""
+    mqtt5 = info.broker.mqtt5
+    return mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,
+        clean_session=None if mqtt5 else False,
+        manual_ack=manual_ack,
+    )
+
+
+def connect_persistent(
+    info: StackInfo, c: mqtt.Client, *, resume: bool, receive_maximum: int | None = None
+) -> None:
+    """Connect with a session kept an hour (MQTT 5: Clean Start = not `resume`, Session Expiry
+    3600 s; 3.1.1: clean session 0, kept as long as the broker keeps sessions)."""
+    log_in(info, c)
+    if not info.broker.mqtt5:
+        c.connect(info.mqtt_host, info.mqtt_port)
+        return
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    c.connect(info.mqtt_host, info.mqtt_port, clean_start=not resume, properties=props)
+
+
 def fast_publisher(info: StackInfo) -> mqtt.Client:
     """A connected paho client for bursts: 1,000 QoS 1 messages in flight, no queue limit."""
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=f"pub-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
+        protocol=mqtt.MQTTv5 if info.broker.mqtt5 else mqtt.MQTTv311,
     )
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)

@@ -19,7 +19,8 @@ def local_bridge_settings(
     **overrides: Any,
 ) -> BridgeSettings:
     """The stack's brokers, the given client id and topics, and the JSON convention under
-    `topic_prefix` (`<prefix>/<device>/status`); `overrides` for any other setting (`profiles`
+    `topic_prefix` (`<prefix>/<device>/status`), the MQTT version the stack's broker speaks;
+    `overrides` for any other setting (`profiles`
     too)."""
     settings: dict[str, Any] = {
         "mqtt_url": info.mqtt_url,
@@ -29,5 +30,6 @@ def local_bridge_settings(
         "dlq_topic": dlq_topic,
         "profiles": [{"kind": "json", "topic": f"{topic_prefix}/{{device}}/status"}],
         "state_dir": Path(info.home) / "bridge",
+        "mqtt_version": "5" if info.broker.mqtt5 else "3.1.1",
     }
     return load_bridge_settings({}, **{**settings, **overrides})

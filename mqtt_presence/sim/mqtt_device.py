@@ -42,22 +42,31 @@ class MqttDevice:
         keepalive: int = 30,
         client_id: str | None = None,
         clean_start: bool = True,
+        mqtt5: bool = True,
     ) -> None:
+        """`mqtt5=False`: MQTT 3.1.1 (RabbitMQ 3.10), where `clean_start` is the clean session
+        flag."""
         self.device_id = device_id
         self.session = session
         self.topic = topic or f"devices/{device_id}/status"
         self.host, self.port, self.keepalive = host, port, keepalive
-        self.clean_start = clean_start
+        self.clean_start, self.mqtt5 = clean_start, mqtt5
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or device_id, protocol=mqtt.MQTTv5
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or device_id,
+            protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,
+            clean_session=None if mqtt5 else clean_start,
         )
         self.client.will_set(self.topic, status_payload("offline", session), qos=1)
         self._birth: bytes | None = None
 
     def connect(self) -> MqttDevice:
-        self.client.connect(
-            self.host, self.port, keepalive=self.keepalive, clean_start=self.clean_start
-        )
+        if self.mqtt5:
+            self.client.connect(
+                self.host, self.port, keepalive=self.keepalive, clean_start=self.clean_start
+            )
+        else:
+            self.client.connect(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         return self
 

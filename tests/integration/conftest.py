@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from mqtt_presence.stack import LocalStack, StackInfo
+from mqtt_presence.stack.brokers import MqttBroker
+from mqtt_presence.stack.manager import broker_named
+from mqtt_presence.stack.ports import free_port
 from mqtt_presence.stack.postgres import LocalPostgres
+from mqtt_presence.stack.processes import stop_pid
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,3 +53,72 @@ def postgres() -> Iterator[LocalPostgres]:
 @pytest.fixture
 def stack_home(tmp_path: Path) -> Path:
     return tmp_path / "stack"
+
+
+@dataclass
+class RunningBroker:
+    """An MQTT broker of its own (any the stack can run) beside the session's Kafka: the broker
+    tests put each broker in the same place, with its own home, port and data."""
+
+    broker: MqttBroker
+    home: Path
+    port: int
+    pid: int = 0
+
+    def start(self) -> RunningBroker:
+        proc = self.broker.start(self.home, self.port)
+        try:
+            self.broker.wait_ready(self.home, self.port, lambda: proc.poll() is None)
+            self.pid = self.broker.running_pid(self.home, proc)
+        except BaseException:
+            stop_pid(proc.pid, self.broker.marker, timeout=10)
+            raise
+        return self
+
+    def stop(self) -> None:
+        stop_pid(self.pid, self.broker.marker)
+
+    def restart(self) -> None:
+        """Stopped (SIGTERM: it saves what it keeps) and started again on its port with its
+        data."""
+        self.stop()
+        self.start()
+
+    def stack(self, kafka: StackInfo) -> StackInfo:
+        """The session stack's Kafka with this broker as its MQTT part."""
+        return msgspec.structs.replace(
+            kafka,
+            home=str(self.home),
+            mqtt_port=self.port,
+            mqtt_pid=self.pid,
+            mqtt_broker=self.broker.name,
+            mqtt_broker_version=self.broker.version(),
+        )
+
+
+def epmd_running() -> bool:
+    epmd = shutil.which("epmd")
+    if epmd is None:
+        return False
+    return subprocess.run([epmd, "-names"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], RunningBroker]]:
+    """`brokers(name)`: that broker, installed and started on first use, for the session."""
+    running: dict[str, RunningBroker] = {}
+    epmd_before = epmd_running()
+
+    def get(name: str) -> RunningBroker:
+        if name not in running:
+            broker = broker_named(name)
+            broker.install(lambda msg: print(f"[{name}] {msg}"))
+            home = tmp_path_factory.mktemp(name)
+            running[name] = RunningBroker(broker, home, free_port()).start()
+        return running[name]
+
+    yield get
+    for each in running.values():
+        each.stop()
+    if not epmd_before and epmd_running():  # RabbitMQ's port mapper: ours to stop
+        subprocess.run(["epmd", "-kill"], capture_output=True, check=False)

@@ -32,10 +32,11 @@ class Publisher:
     """A real MQTT client that waits for each QoS 1 PUBACK."""
 
     def __init__(self, info: StackInfo, client_id: str | None = None, **connect: Any) -> None:
+        self.mqtt5 = info.broker.mqtt5
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or unique("pub"),
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311,
         )
         self.client.connect(info.mqtt_host, info.mqtt_port, **connect)
         self.client.loop_start()
@@ -50,6 +51,7 @@ class Publisher:
     ) -> None:
         props = None
         if user_properties:
+            assert self.mqtt5, "user properties are MQTT 5"
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = list(user_properties.items())
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)

@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import subprocess
-import threading
 import tomllib
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ import pytest
 from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.errors import (
     BrokerRefusedError,
-    ClientIdConflictError,
     SubscriptionDeniedError,
 )
 from mqtt_presence.bridge.profiles.sparkplug import encode_payload
@@ -201,38 +199,6 @@ def test_health_and_metrics_endpoints(stack: StackInfo) -> None:
             text = resp.read().decode()
     assert 'presence_bridge_connected{broker="mqtt"} 1.0' in text
     assert "presence_bridge_messages_received_total" in text
-
-
-def test_a_session_taken_over_by_the_same_client_id_is_a_clear_error(stack: StackInfo) -> None:
-    # Field report A: two agents, one client id, kicked off again and again. Mosquitto 2.0 sends
-    # no DISCONNECT 0x8E (it closes the old socket), so the bridge recognises the ping-pong.
-    settings = bridge_settings(stack)
-    bridge = Bridge(settings)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            bridge.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    wait_for(lambda: bridge.source.connected, 30, "the bridge to connect")
-    intruder = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5
-    )
-    intruder.reconnect_delay_set(min_delay=1, max_delay=1)
-    intruder.connect(stack.mqtt_host, stack.mqtt_port)
-    intruder.loop_start()
-    thread.join(60)
-    intruder.disconnect()
-    intruder.loop_stop()
-    assert not thread.is_alive()
-    assert len(failure) == 1
-    assert isinstance(failure[0], ClientIdConflictError)
-    assert settings.client_id in str(failure[0])
-    assert "same client id" in str(failure[0])
 
 
 def dynsec_mosquitto(tmp_path: Path, plugin: Path) -> Iterator[int]:

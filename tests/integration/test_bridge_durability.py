@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,9 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from mqtt_presence.bridge.kafka_sink import KafkaSink
-from mqtt_presence.core import ConnectionEvent
 from mqtt_presence.stack import LocalStack, StackInfo
-from mqtt_presence.stack.ports import free_port
 from mqtt_presence.worker_process import WorkerProcess
 
 from .helpers import (
@@ -33,151 +30,13 @@ from .helpers import (
     topic_prefix,
     unique,
     wait_for,
-    write_bridge_config,
 )
-
-
-class NumberedPublisher:
-    """Publishes `total` numbered QoS 1 messages in a thread; `acked` is what the broker
-    confirmed (PUBACK), which is what must reach Kafka."""
-
-    def __init__(
-        self, info: StackInfo, prefix: str, total: int, devices: int = 20, first: int = 0
-    ) -> None:
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=unique("numbered"), protocol=mqtt.MQTTv5
-        )
-        self.client.max_inflight_messages_set(100)
-        self.client.max_queued_messages_set(0)
-        self.client.connect(info.mqtt_host, info.mqtt_port)
-        self.client.loop_start()
-        self.prefix, self.total, self.devices, self.first = prefix, total, devices, first
-        self.infos: list[mqtt.MQTTMessageInfo] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for i in range(self.first, self.first + self.total):
-            payload = json.dumps({"status": "online", "session": i, "ts": i})
-            self.infos.append(
-                self.client.publish(f"{self.prefix}/d{i % self.devices}/status", payload, qos=1)
-            )
-            if i % 50 == 49:
-                time.sleep(0.01)  # a steady stream, not one burst
-
-    def start(self) -> NumberedPublisher:
-        self.thread.start()
-        return self
-
-    def acked_count(self) -> int:
-        return sum(1 for info in list(self.infos) if info.is_published())
-
-    def finish(self) -> set[int]:
-        self.thread.join(60)
-        for info in self.infos:
-            info.wait_for_publish(timeout=30)
-        self.client.disconnect()
-        self.client.loop_stop()
-        return {self.first + n for n, info in enumerate(self.infos) if info.is_published()}
-
-
-def sessions_in_kafka(
-    info: StackInfo, topic: str, expected: set[int], timeout: float
-) -> Counter[int]:
-    deadline = time.monotonic() + timeout
-    seen: Counter[int] = Counter()
-    while time.monotonic() < deadline:
-        records = read_topic(info, topic, 10**9, timeout=3)
-        seen = Counter(
-            msgspec.json.decode(r.value, type=ConnectionEvent).session  # type: ignore[misc]
-            for r in records
-        )
-        if expected <= set(seen):
-            break
-    return seen
-
-
-def bridge_command(info: StackInfo, home: Path) -> tuple[list[str], dict[str, str], int]:
-    """`presence bridge` on a config file of its own: the command, its topics, its HTTP port."""
-    settings = bridge_settings(info)
-    port = free_port()
-    config = write_bridge_config(
-        home / "presence.toml",
-        mqtt_url=info.mqtt_url,
-        kafka_bootstrap=info.kafka_bootstrap,
-        client_id=settings.client_id,
-        raw_topic=settings.kafka.raw_topic,
-        dlq_topic=settings.kafka.dlq_topic,
-        partitions=4,
-        reconnect_min_s=0.2,
-        reconnect_max_s=2.0,
-        state_dir=str(home / "state"),
-        topic=settings.profiles[0].topic,
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "mqtt_presence",
-        "bridge",
-        "--config",
-        str(config),
-        "--http-port",
-        str(port),
-    ]
-    names = {
-        "raw_topic": settings.kafka.raw_topic,
-        "dlq_topic": settings.kafka.dlq_topic,
-        "prefix": topic_prefix(settings),
-    }
-    return cmd, names, port
+from .pipeline import NumberedPublisher, bridge_command, sessions_in_kafka, wait_healthy
 
 
 @pytest.fixture
 def bridge_process(stack: StackInfo, tmp_path: Path) -> tuple[list[str], dict[str, str], int]:
     return bridge_command(stack, tmp_path)
-
-
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    def healthy() -> bool:
-        assert proc.poll() is None, "the bridge exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    wait_for(healthy, timeout, "the bridge's health endpoint to say healthy")
-    time.sleep(0.3)  # the SUBACK
-
-
-def test_kill_9_in_the_middle_of_a_stream_loses_no_acknowledged_message(
-    stack: StackInfo, bridge_process: tuple[list[str], dict[str, str], int], tmp_path: Path
-) -> None:
-    cmd, names, port = bridge_process
-    log = (tmp_path / "bridge.log").open("wb")
-    first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    wait_healthy(port, first)
-    publisher = NumberedPublisher(stack, names["prefix"], total=3_000).start()
-    wait_for(lambda: publisher.acked_count() >= 1_000, 60, "1000 messages published")
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(10)
-    acked = publisher.finish()  # the broker keeps taking messages for the bridge's session
-    second = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port, second)
-        seen = sessions_in_kafka(stack, names["raw_topic"], acked, timeout=60)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
-        log.close()
-    missing = acked - set(seen)
-    duplicates = sum(n - 1 for n in seen.values())
-    print(
-        f"published and acknowledged by the broker: {len(acked)}; in Kafka: {len(seen)} "
-        f"distinct, {duplicates} duplicates; missing: {len(missing)}"
-    )
-    assert len(acked) == 3_000
-    assert missing == set()
-    assert second.returncode == 0
 
 
 @pytest.fixture

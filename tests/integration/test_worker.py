@@ -27,7 +27,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from kafka import KafkaProducer
 
-from mqtt_presence.bridge.app import Bridge
 from mqtt_presence.bridge.profiles.sparkplug import (
     REBIRTH_METRIC,
     Payload,
@@ -36,206 +35,24 @@ from mqtt_presence.bridge.profiles.sparkplug import (
 )
 from mqtt_presence.core import ConnectionEvent, EventKind, SessionOrder, Status, StatusChange
 from mqtt_presence.core.records import schema_path
-from mqtt_presence.sim.mqtt_device import MqttDevice
 from mqtt_presence.stack import LocalStack, StackInfo
-from mqtt_presence.stack.ports import free_port
 from mqtt_presence.streams.output import EXIT_RESTART_ME
 from mqtt_presence.worker_process import WorkerProcess
 
 from .helpers import (
     Publisher,
-    bridge_settings,
     read_topic,
     running_bridge,
     unique,
     wait_for,
-    write_bridge_config,
 )
-
-GRACE_MS = 1_000
-KEEPALIVE = 5  # s: the broker publishes a lost connection's will after 1.5 x this
-
-
-class Pipeline:
-    def __init__(self, stack: StackInfo, bridge: Bridge, port: int, topics: dict[str, str]) -> None:
-        self.stack, self.bridge, self.port, self.topics = stack, bridge, port, topics
-
-    def device(self, name: str, session: int, client_id: str | None = None) -> MqttDevice:
-        return MqttDevice(
-            name,
-            self.stack.mqtt_host,
-            self.stack.mqtt_port,
-            session=session,
-            topic=f"{self.topics['prefix']}/{name}/status",
-            keepalive=KEEPALIVE,
-            client_id=client_id,
-        ).connect()
-
-    def get(self, path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as err:
-            body = err.read()
-            try:
-                return err.code, json.loads(body)
-            except ValueError:
-                return err.code, {"error": body.decode(errors="replace")}
-        except (urllib.error.URLError, ConnectionError) as err:
-            # A worker being killed or restarted drops its connections: no answer (yet).
-            return 0, {"error": repr(err)}
-
-    def status_of(self, device: str) -> dict[str, Any] | None:
-        code, body = self.get(f"/devices/{urllib.parse.quote(device, safe='')}")
-        return body if code == 200 else None
-
-    def changes(
-        self, device: str | None = None, count: int = 10**9, timeout: float = 5
-    ) -> list[StatusChange]:
-        records = read_topic(self.stack, self.topics["status"], count, timeout=timeout)
-        out = [msgspec.json.decode(r.value, type=StatusChange) for r in records]
-        return [c for c in out if device is None or c.device == device]
-
-    def raw(self, device: str) -> list[ConnectionEvent]:
-        records = read_topic(self.stack, self.topics["raw"], 10**9, timeout=3)
-        events = [msgspec.json.decode(r.value, type=ConnectionEvent) for r in records]
-        return [e for e in events if e.device == device]
-
-
-class Workers:
-    """Worker processes of one app (one consumer group) sharing one set of topics."""
-
-    def __init__(
-        self,
-        stack: StackInfo,
-        home: Path,
-        grace_ms: int = GRACE_MS,
-        partitions: int = 4,
-        store: str = "memory",
-        presence: dict[str, Any] | None = None,
-    ) -> None:
-        self.stack, self.home = stack, home
-        tag = unique("w")
-        self.topics = {
-            "raw": f"raw-{tag}",
-            "status": f"status-{tag}",
-            "dlq": f"dlq-{tag}",
-            "ticks": f"ticks-{tag}",
-            "prefix": tag,
-        }
-        self.app_id, self.grace_ms, self.partitions = f"app-{tag}", grace_ms, partitions
-        self.store = store
-        self.presence = {"offline_grace_ms": grace_ms, **(presence or {})}
-        self.procs: dict[int, WorkerProcess] = {}
-
-    def start(self) -> int:
-        """Start one more worker; returns its HTTP port once it says it is ready."""
-        worker = WorkerProcess.start(
-            self.stack.kafka_bootstrap,
-            self.home,
-            self.topics,
-            self.app_id,
-            partitions=self.partitions,
-            store=self.store,
-            presence=self.presence,
-            session_timeout_s=6.0,
-        ).wait_ready()
-        self.procs[worker.port] = worker
-        return worker.port
-
-    def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
-        self.procs.pop(port).stop(sig)
-
-    def stop_all(self) -> None:
-        for port in list(self.procs):
-            self.kill(port, signal.SIGTERM)
-
-    def bridge_settings(self, **overrides: Any) -> Any:
-        return bridge_settings(
-            self.stack,
-            raw_topic=self.topics["raw"],
-            dlq_topic=self.topics["dlq"],
-            partitions=self.partitions,
-            topic_prefix=self.topics["prefix"],
-            **overrides,
-        )
+from .pipeline import Pipeline, Workers, running_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipeline(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    workers = Workers(stack, tmp_path_factory.mktemp("worker"))
-    try:
-        port = workers.start()
-        with running_bridge(workers.bridge_settings()) as bridge:
-            yield Pipeline(stack, bridge, port, workers.topics)
-    finally:
-        workers.stop_all()
-
-
-def test_camera_power_cycled_inside_the_keepalive_window_stays_online(
-    pipeline: Pipeline,
-) -> None:
-    # Field report B, symptom 1: the camera reboots and connects again (new client id: the old
-    # connection is still half-open), and the OLD session's will arrives after the NEW birth.
-    cam = unique("cam")
-    old = pipeline.device(cam, session=1, client_id=f"{cam}-boot1")
-    old.birth()
-    old.vanish()  # power loss: no DISCONNECT, the broker only notices after 1.5 x keepalive
-    new = pipeline.device(cam, session=2, client_id=f"{cam}-boot2")
-    new.birth()
-    wait_for(
-        lambda: any(e.kind is EventKind.WILL for e in pipeline.raw(cam)),
-        30,
-        "the old session's will to reach presence.raw",
-    )
-    time.sleep(2 * GRACE_MS / 1000 + 1)  # longer than the grace period and a tick
-    state = pipeline.status_of(cam)
-    assert state is not None
-    assert (state["status"], state["verified"], state["version"]) == ("online", True, 1)
-    assert state["current_session"] == 2  # on its new connection; the old will changed nothing
-    assert [(c.status.value, c.version) for c in pipeline.changes(cam)] == [("online", 1)]
-    new.leave()
-
-
-def test_camera_off_longer_than_the_keepalive_goes_offline_then_online_in_order(
-    pipeline: Pipeline,
-) -> None:
-    cam = unique("cam")
-    first = pipeline.device(cam, session=1, client_id=f"{cam}-boot1")
-    first.birth()
-    first.vanish()
-    wait_for(
-        lambda: (pipeline.status_of(cam) or {}).get("status") == "offline",
-        30,
-        "the will and the grace period to take the camera offline",
-    )
-    second = pipeline.device(cam, session=2, client_id=f"{cam}-boot2")
-    second.birth()
-    wait_for(
-        lambda: (pipeline.status_of(cam) or {}).get("status") == "online",
-        10,
-        "the camera to come back online",
-    )
-    changes = pipeline.changes(cam, timeout=3)
-    assert [(c.status.value, c.version, c.reason.value) for c in changes] == [
-        ("online", 1, "birth"),
-        ("offline", 2, "will"),
-        ("online", 3, "birth"),
-    ]
-    assert changes[1].since < changes[2].since
-    second.leave()
-
-
-def test_qos1_duplicates_make_no_duplicate_versions(pipeline: Pipeline) -> None:
-    device = unique("dup")
-    pub = Publisher(pipeline.stack)
-    birth = json.dumps({"status": "online", "session": 4, "ts": 1_700_000_000_000})
-    for _ in range(3):  # the same message delivered again, as after a lost PUBACK
-        pub.publish(f"{pipeline.topics['prefix']}/{device}/status", birth)
-    pub.close()
-    wait_for(lambda: len(pipeline.raw(device)) == 3, 20, "three copies in presence.raw")
-    time.sleep(1)
-    assert [(c.status.value, c.version) for c in pipeline.changes(device)] == [("online", 1)]
+    with running_pipeline(stack, tmp_path_factory.mktemp("worker")) as running:
+        yield running
 
 
 def publish_births(pipeline: Pipeline, count: int) -> list[str]:
@@ -610,105 +427,6 @@ def test_a_stale_will_through_one_bridge_waits_for_the_birth_held_in_another(
     else:
         assert shown_while_b_away == "online"
         assert offlines == [], changes
-
-
-def test_a_will_published_while_the_bridge_is_down_still_takes_the_device_offline(
-    pipeline: Pipeline, tmp_path: Path
-) -> None:
-    # Field report B, symptom 2: the platform's subscriber had no persistent session, so a will
-    # published while it was reconnecting was gone. The bridge's session keeps it.
-    prefix = unique("down")
-    port = free_port()
-    config = write_bridge_config(
-        tmp_path / "bridge.toml",
-        mqtt_url=pipeline.stack.mqtt_url,
-        kafka_bootstrap=pipeline.stack.kafka_bootstrap,
-        client_id=unique("bridge"),
-        raw_topic=pipeline.topics["raw"],
-        dlq_topic=pipeline.topics["dlq"],
-        partitions=4,
-        http_port=port,
-        topic=f"{prefix}/{{device}}/status",
-    )
-    cmd = [sys.executable, "-m", "mqtt_presence", "bridge", "--config", str(config)]
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                    return bool(r.status == 200)
-            except (urllib.error.URLError, ConnectionError):
-                return False
-
-        wait_for(healthy, 30, "the bridge to be healthy")
-        time.sleep(0.5)
-        return proc
-
-    bridge = start()
-    cam = unique("cam")
-    device = MqttDevice(
-        cam,
-        pipeline.stack.mqtt_host,
-        pipeline.stack.mqtt_port,
-        session=1,
-        topic=f"{prefix}/{cam}/status",
-    ).connect()
-    device.birth()
-    wait_for(lambda: (pipeline.status_of(cam) or {}).get("status") == "online", 20, "online")
-    bridge.kill()  # kill -9: nobody is reading MQTT now
-    bridge.wait(10)
-    device.die()  # the broker publishes the will now, into the bridge's session
-    time.sleep(2)
-    bridge = start()
-    try:
-        wait_for(
-            lambda: (pipeline.status_of(cam) or {}).get("status") == "offline",
-            30,
-            "the will queued in the bridge's session to take the camera offline",
-        )
-    finally:
-        bridge.terminate()
-        bridge.wait(30)
-    assert [(c.status.value, c.version) for c in pipeline.changes(cam)] == [
-        ("online", 1),
-        ("offline", 2),
-    ]
-
-
-def test_an_agent_flapping_every_second_for_a_minute_gives_a_handful_of_changes(
-    pipeline: Pipeline,
-) -> None:
-    # Field report A: agent A went online and offline over and over and the CMDB melted.
-    agent = unique("agent")
-    started = time.monotonic()
-    session = 0
-    while time.monotonic() - started < 60:
-        session += 1
-        dev = pipeline.device(agent, session=session, client_id=f"{agent}-{session}")
-        dev.birth()
-        time.sleep(0.5)
-        dev.die()
-        time.sleep(0.5)
-    final = pipeline.device(agent, session=session + 1, client_id=f"{agent}-final")
-    final.birth()
-    wait_for(
-        lambda: (pipeline.status_of(agent) or {}).get("flapping") is True,
-        10,
-        "the agent to be marked flapping",
-    )
-    raw = pipeline.raw(agent)
-    changes = pipeline.changes(agent)
-    final.leave()
-    print(
-        f"{session} connect/drop cycles, {len(raw)} raw events, {len(changes)} status changes: "
-        f"{[(c.status.value, c.flapping) for c in changes]}"
-    )
-    assert session >= 30
-    assert len(raw) >= 2 * session  # a birth and a will per cycle reached the pipeline
-    assert len(changes) <= 5
-    assert any(c.flapping for c in changes)
 
 
 # Field report of an operator's probe: one payload with the bytes \xff\xfe inside a JSON string
