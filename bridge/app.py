@@ -60,6 +60,8 @@ class Source(Protocol):
     def loop(self, timeout: float) -> bool: ...
     def flush(self) -> Any: ...
     def ack(self, mid: int, qos: int) -> None: ...
+    def wake(self, *_: object) -> None: ...  # from any thread: end the current loop() wait
+    def close(self) -> None: ...
     def publish(
         self,
         topic: str,
@@ -199,6 +201,7 @@ class Bridge:
             if server is not None:
                 server.shutdown()
             self.crash_memory.close()
+            self.source.close()
 
     def open(self) -> bool:
         """Connect to Kafka, then to MQTT (retrying both); False when stopped meanwhile."""
@@ -279,6 +282,9 @@ class Bridge:
             if not self.window:
                 self._progress_at = time.monotonic()  # from idle: the clock starts now
             self.window.add(mid, pending)
+            for write in writes:  # done: the loop wakes and acknowledges it at once
+                write.add_callback(self.source.wake)
+                write.add_errback(self.source.wake)
         else:  # QoS 0: nothing to acknowledge, and nothing the broker could deliver again
             for write in writes:
                 write.add_callback(lambda _metadata: self.metrics.produced.inc())

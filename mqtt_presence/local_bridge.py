@@ -18,10 +18,9 @@ def local_bridge_settings(
     topic_prefix: str,
     **overrides: Any,
 ) -> BridgeSettings:
-    """The stack's brokers, the given client id and topics, and the JSON convention under
-    `topic_prefix` (`<prefix>/<device>/status`), the MQTT version the stack's broker speaks;
-    `overrides` for any other setting (`profiles`
-    too)."""
+    """The stack's brokers (in the MQTT version its broker speaks), the given client id and
+    topics, and the JSON convention under `topic_prefix` (`<prefix>/<device>/status`);
+    `overrides` for any other setting (`profiles` too)."""
     settings: dict[str, Any] = {
         "mqtt_url": info.mqtt_url,
         "kafka_bootstrap": info.kafka_bootstrap,

@@ -10,6 +10,7 @@ be refused, not skipped.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -19,7 +20,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -42,12 +45,14 @@ from .conftest import RunningBroker
 from .helpers import (
     Publisher,
     bridge_settings,
+    read_topic,
     unique,
     wait_for,
     write_bridge_config,
 )
 from .pipeline import (
     GRACE_MS,
+    POISON,
     NumberedPublisher,
     Pipeline,
     bridge_command,
@@ -343,6 +348,43 @@ def test_a_will_published_while_the_bridge_is_down_still_takes_the_device_offlin
         ("online", 1),
         ("offline", 2),
     ]
+
+
+def test_poison_payloads_between_good_births_stop_nothing_on_this_broker(
+    pipeline: Pipeline,
+) -> None:
+    # The operator's probe (one payload with \xff\xfe crash-looped the bridge), on each broker:
+    # whatever the broker passes on, the bridge dead-letters it with its bytes and goes on.
+    prefix = pipeline.topics["prefix"]
+    good = [unique("good") for _ in range(2 * len(POISON))]
+    poisoners = {name: unique(f"poison-{name.replace('_', '-')}") for name in POISON}
+    pub = Publisher(pipeline.stack)
+    births = iter(good)
+    for name, payload in POISON.items():
+        for _ in range(2):
+            pub.publish(f"{prefix}/{next(births)}/status", '{"status":"online","session":1}')
+        pub.publish(f"{prefix}/{poisoners[name]}/status", payload)
+    pub.close()
+    wait_for(lambda: all(pipeline.status_of(d) for d in good), 30, "every good birth applied")
+    changes = {c.device for c in pipeline.changes()}
+    assert set(good) <= changes
+    assert not set(poisoners.values()) & changes
+
+    def letters() -> list[dict[str, Any]]:
+        records = read_topic(pipeline.stack, pipeline.topics["dlq"], 10**9, 3)
+        return [msgspec.json.decode(r.value) for r in records]
+
+    def of(device: str, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d for d in found if f"/{device}/" in d["topic"]]
+
+    found = letters()
+    deadline = time.monotonic() + 20
+    while any(not of(d, found) for d in poisoners.values()) and time.monotonic() < deadline:
+        found = letters()
+    for name, device in poisoners.items():
+        mine = of(device, found)
+        assert len(mine) == 1, (name, mine)
+        assert base64.b64decode(mine[0]["payload_base64"]) == POISON[name], name
 
 
 FLAP_S = 20

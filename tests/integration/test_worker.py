@@ -46,7 +46,7 @@ from .helpers import (
     unique,
     wait_for,
 )
-from .pipeline import Pipeline, Workers, running_pipeline
+from .pipeline import POISON, Pipeline, Workers, running_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -427,24 +427,6 @@ def test_a_stale_will_through_one_bridge_waits_for_the_birth_held_in_another(
     else:
         assert shown_while_b_away == "online"
         assert offlines == [], changes
-
-
-# Field report of an operator's probe: one payload with the bytes \xff\xfe inside a JSON string
-# killed the bridge; the broker redelivered it after each restart (MQTT 5.0 section 4.4), so no
-# device got a status until someone removed the message. Any device, or anyone who can publish to
-# an anonymous broker, can send these.
-POISON = {
-    "not_utf8_in_a_string": b'{"status":"online","session":1,"note":"\xff\xfe"}',
-    "not_utf8_at_all": b"\xff\xfe\xfd",
-    "session_beyond_int64": b'{"status":"online","session":1180591620717411303424}',
-    "negative_session": b'{"status":"online","session":-1}',
-    "nul_in_session": b'{"status":"online","session":"boot\\u00007"}',
-    "time_beyond_int64": b'{"status":"online","session":1,"ts":1180591620717411303424}',
-    "negative_time": b'{"status":"online","session":1,"ts":-5}',
-    "deep_nesting": b'{"status":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
-    "not_json": b"online",
-    "oversize": b'{"status":"online","pad":"' + b"x" * 70_000 + b'"}',
-}
 
 
 def test_poison_messages_between_good_births_stop_nothing(pipeline: Pipeline) -> None:

@@ -43,18 +43,24 @@ class Write:
     exception: BaseException | None = None
     partition: int | None = None
     headers: Any = None
+    callbacks: list[Any] = field(default_factory=list)
+    errbacks: list[Any] = field(default_factory=list)
 
     def succeed(self) -> None:
         self.is_done = True
+        for fn in self.callbacks:
+            fn("metadata")
 
     def fail(self, exc: BaseException) -> None:
         self.is_done, self.exception = True, exc
+        for fn in self.errbacks:
+            fn(exc)
 
     def add_callback(self, fn: Any) -> None:
-        pass
+        self.callbacks.append(fn)
 
     def add_errback(self, fn: Any) -> None:
-        pass
+        self.errbacks.append(fn)
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Mqtt:
     published: list[tuple[str, bytes]] = field(default_factory=list)
     connects: int = 0
     disconnects: int = 0
+    wakes: int = 0
     drop_connection: bool = False
     listener: Listener | None = None
 
@@ -141,6 +148,12 @@ class Source:
 
     def ack(self, mid: int, qos: int) -> None:
         self.mqtt.acked.append(mid)
+
+    def wake(self, *_: object) -> None:
+        self.mqtt.wakes += 1
+
+    def close(self) -> None:
+        pass
 
     def publish(
         self,
@@ -195,6 +208,21 @@ def test_acknowledges_in_arrival_order_and_only_what_kafka_has(make_bridge: Make
     b.turn()
     assert mqtt.acked == [1, 2, 3]
     assert b.health() == {"mqtt": True, "kafka": True}
+
+
+def test_a_write_kafka_finished_wakes_the_mqtt_loop_to_acknowledge_it(make_bridge: Make) -> None:
+    # A broker with a small in-flight window (HiveMQ CE: 50) stops sending until it gets
+    # PUBACKs: waiting out the loop's select() per window cost 50 ms per 50 messages.
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka)
+    mqtt.publish(1, "cam-1")
+    mqtt.publish(2, "cam-2")
+    b.turn()
+    assert mqtt.wakes == 0
+    kafka.writes[0].succeed()  # on kafka-python's I/O thread, in the real thing
+    assert mqtt.wakes == 1
+    kafka.writes[1].fail(RuntimeError("broker gone"))  # a failure must be seen at once too
+    assert mqtt.wakes == 2
 
 
 def test_a_failed_write_leaves_mqtt_unacknowledged_and_comes_back_through_a_new_producer(
