@@ -74,12 +74,14 @@ class Wakeup:
             self._write.send(b"\0")
 
     def clear(self) -> None:
-        self._set = False
+        """Drain, then re-arm (in this order: a wake between the two is a write the caller
+        settles next anyway, and re-arming first could leave the flag set with no byte)."""
         try:
             while self._read.recv(4096):
                 pass
         except OSError:  # BlockingIOError: nothing more to read
             pass
+        self._set = False
 
     def close(self) -> None:
         self._read.close()
