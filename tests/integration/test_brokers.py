@@ -387,12 +387,12 @@ def test_poison_payloads_between_good_births_stop_nothing_on_this_broker(
         assert base64.b64decode(mine[0]["payload_base64"]) == POISON[name], name
 
 
-FLAP_S = 20
+FLAP_S = 12
 
 
 def test_an_agent_flapping_every_second_gives_a_handful_of_changes(pipeline: Pipeline) -> None:
     # Field report A: agent A went online and offline over and over and the CMDB melted. Here
-    # for 20 s per broker (about 13 connect/drop cycles): three drops in a minute are a flap.
+    # for 12 s per broker (about 8 connect/drop cycles): three drops in a minute are a flap.
     agent = unique("agent")
     started = time.monotonic()
     session = 0
@@ -417,7 +417,7 @@ def test_an_agent_flapping_every_second_gives_a_handful_of_changes(pipeline: Pip
         f"{session} connect/drop cycles, {len(raw)} raw events, {len(changes)} status changes: "
         f"{[(c.status.value, c.flapping) for c in changes]}"
     )
-    assert session >= 10
+    assert session >= 6
     assert len(raw) >= 2 * session  # a birth and a will per cycle reached the pipeline
     assert len(changes) <= 5
     assert any(c.flapping for c in changes)
