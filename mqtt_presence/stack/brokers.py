@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from mqtt_presence.stack.errors import BrokerStartError, ToolMissingError
 from mqtt_presence.stack.logs import tail
 from mqtt_presence.stack.ports import HOST
+from mqtt_presence.stack.processes import stop_pid
 
 Progress = Callable[[str], None]
 
@@ -59,6 +60,17 @@ class MqttBroker(ABC):
         self, home: Path, port: int, alive: Callable[[], bool], timeout: float = 60.0
     ) -> None:
         wait_for_connack(self.title, port, alive, home / self.log_name, timeout, mqtt5=self.mqtt5)
+
+    def run(self, home: Path, port: int) -> int:
+        """Start it and wait for a real CONNACK; the pid to record. One that never gets ready
+        is stopped again before the error is raised."""
+        proc = self.start(home, port)
+        try:
+            self.wait_ready(home, port, lambda: proc.poll() is None)
+            return self.running_pid(home, proc)
+        except BaseException:
+            stop_pid(proc.pid, self.marker, timeout=10)
+            raise
 
     def running_pid(self, home: Path, proc: subprocess.Popen[bytes]) -> int:
         """The pid to record, signal and stop, once it is ready (the process itself, unless

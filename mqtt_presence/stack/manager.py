@@ -512,25 +512,24 @@ class LocalStack:
         secured: bool,
         started: list[tuple[int, str]] | None = None,
     ) -> int:
-        """Write the config, start the broker (its pid in `started` before waiting, so that a
-        failed start can be cleaned up), wait for a real CONNACK; the pid to record."""
-        if secured and isinstance(broker, Mosquitto):
-            users = secure.mqtt_secured(self.home, mtls_port)
-            proc = broker.start(self.home, port, secured=users)
-        else:
-            proc = broker.start(self.home, port)
+        """Write the config, start the broker, wait for a real CONNACK; the pid to record (also
+        in `started`: stopped again if the rest of the stack fails to start)."""
+        if not secured:
+            pid = broker.run(self.home, port)
+            if started is not None:
+                started.append((pid, broker.marker))
+            return pid
+        assert isinstance(broker, Mosquitto)  # `up` refuses --secure with another broker
+        proc = broker.start(self.home, port, secured=secure.mqtt_secured(self.home, mtls_port))
         if started is not None:
             started.append((proc.pid, broker.marker))
-        if secured:
-            wait_for_connack(
-                broker.title,
-                port,
-                lambda: proc.poll() is None,
-                self.home / broker.log_name,
-                login=secure.mqtt_login(self.home),
-            )
-        else:
-            broker.wait_ready(self.home, port, lambda: proc.poll() is None)
+        wait_for_connack(
+            broker.title,
+            port,
+            lambda: proc.poll() is None,
+            self.home / broker.log_name,
+            login=secure.mqtt_login(self.home),
+        )
         return broker.running_pid(self.home, proc)
 
     def _require_info(self) -> StackInfo:

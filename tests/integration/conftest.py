@@ -66,13 +66,7 @@ class RunningBroker:
     pid: int = 0
 
     def start(self) -> RunningBroker:
-        proc = self.broker.start(self.home, self.port)
-        try:
-            self.broker.wait_ready(self.home, self.port, lambda: proc.poll() is None)
-            self.pid = self.broker.running_pid(self.home, proc)
-        except BaseException:
-            stop_pid(proc.pid, self.broker.marker, timeout=10)
-            raise
+        self.pid = self.broker.run(self.home, self.port)
         return self
 
     def stop(self) -> None:

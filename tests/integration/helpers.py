@@ -63,6 +63,40 @@ class Publisher:
         self.client.loop_stop()
 
 
+def connack_code(c: mqtt.Client, port: int, timeout: float = 5.0) -> int | None:
+    """Connect `c` to 127.0.0.1:`port`: the CONNACK's reason code, None when the broker is not
+    up or closed the connection without one."""
+    codes: list[int] = []
+    c.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc.value)
+    c.reconnect_delay_set(3600, 3600)
+    try:
+        c.connect("127.0.0.1", port)
+    except OSError:
+        return None
+    c.loop_start()
+    deadline = time.monotonic() + timeout
+    while not codes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    c.loop_stop()
+    c.disconnect()
+    return codes[0] if codes else None
+
+
+def bridge_in_thread(bridge: Bridge) -> tuple[threading.Thread, list[BaseException]]:
+    """`bridge.run()` in a thread of its own; what ended it lands in the list."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            bridge.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="bridge", daemon=True)
+    thread.start()
+    return thread, errors
+
+
 def bridge_settings(info: StackInfo, **overrides: Any) -> BridgeSettings:
     tag = unique("t")
     base: dict[str, Any] = {
@@ -84,16 +118,7 @@ def topic_prefix(settings: BridgeSettings) -> str:
 @contextmanager
 def running_bridge(settings: BridgeSettings) -> Iterator[Bridge]:
     bridge = Bridge(settings)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            bridge.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="bridge", daemon=True)
-    thread.start()
+    thread, errors = bridge_in_thread(bridge)
     wait_for(
         lambda: bridge.source.subscribed.is_set() or bool(errors), 30, "the bridge to subscribe"
     )

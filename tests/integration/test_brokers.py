@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,7 +43,9 @@ from .broker_behaviour import (
 from .conftest import RunningBroker
 from .helpers import (
     Publisher,
+    bridge_in_thread,
     bridge_settings,
+    connack_code,
     read_topic,
     unique,
     wait_for,
@@ -88,23 +89,9 @@ def target(broker: RunningBroker) -> probes.Broker:
 
 
 def accepts_mqtt5(port: int) -> bool:
-    """Does the broker accept an MQTT 5 CONNECT (CONNACK success within 5 s)?"""
-    answers: list[bool] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, u, f, rc, p: answers.append(not rc.is_failure)
-    client.on_disconnect = lambda *a: answers.append(False)
-    client.reconnect_delay_set(3600, 3600)
-    try:
-        client.connect(probes.HOST, port)
-    except OSError:
-        return False
-    client.loop_start()
-    deadline = time.monotonic() + 5
-    while not answers and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client.disconnect()
-    client.loop_stop()
-    return bool(answers) and answers[0]
+    """Does the broker accept an MQTT 5 CONNECT (a CONNACK of success within 5 s)?"""
+    code = connack_code(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5), port)
+    return code is not None and code < 0x80
 
 
 def test_the_broker_is_the_version_whose_answers_are_pinned(broker: RunningBroker) -> None:
@@ -465,16 +452,7 @@ def test_a_session_taken_over_by_the_same_client_id_is_a_clear_error(
     pinned = BEHAVIOUR[broker.broker.name]
     settings = bridge_settings(info)
     bridge = Bridge(settings)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            bridge.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, failure = bridge_in_thread(bridge)
     wait_for(lambda: bridge.source.connected, 30, "the bridge to connect")
     intruder = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,

@@ -19,7 +19,7 @@ import yaml
 
 from mqtt_presence.stack import mosquitto
 from mqtt_presence.stack.ports import free_port
-from tests.integration.helpers import unique, wait_for
+from tests.integration.helpers import connack_code, unique, wait_for
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 PASSWORDS = {
@@ -74,20 +74,7 @@ def client(user: str | None) -> mqtt.Client:
 
 def connack(user: str | None, port: int) -> int | None:
     """The CONNACK reason code for `user` (None: anonymous); None when the broker is not up."""
-    codes: list[int] = []
-    c = client(user)
-    c.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc.value)
-    try:
-        c.connect("127.0.0.1", port)
-    except OSError:
-        return None
-    c.loop_start()
-    deadline = time.monotonic() + 5
-    while not codes and time.monotonic() < deadline:
-        time.sleep(0.02)
-    c.loop_stop()
-    c.disconnect()
-    return codes[0] if codes else None
+    return connack_code(client(user), port)
 
 
 def test_anonymous_clients_are_refused_and_the_users_log_in(compose_mosquitto: int) -> None:
