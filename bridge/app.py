@@ -48,6 +48,7 @@ from mqtt_presence.outages import Outages
 log = logging.getLogger("presence.bridge")
 Written = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # Kafka topic, key, value, headers
 _encode = msgspec.json.Encoder().encode
+WEDGE_MARGIN_S = 15.0  # past the delivery timeout, before a silent producer is called stuck
 
 
 class Source(Protocol):
@@ -148,6 +149,10 @@ class Bridge:
             "in our session",
         )
         self._progress_at = time.monotonic()  # the last time Kafka acknowledged, or idle
+        # Every write ends, delivered or failed, within delivery_timeout_ms: one that has not
+        # by this long after is a producer stuck in its own state (see `_settle`).
+        self.wedged_after_s = settings.delivery_timeout_ms / 1000 + WEDGE_MARGIN_S
+        self._side_failure: BaseException | None = None  # a progress record's failed write
         self.sink: Sink | None = None
         self.http_port: int | None = None
         self._stop = threading.Event()
@@ -360,13 +365,27 @@ class Bridge:
             self.metrics.acknowledged.inc(messages)
             self._progress_at = now
             self.outages.up("Kafka")
-        elif self.window and now - self._progress_at > self.settings.kafka_stall_s:
-            # kafka-python retries on its own and says nothing we can act on: a write that
-            # waits this long is an outage for the operator, before any write fails
-            # (presence_bridge_outage shows it; kafka_errors counts only failed writes).
-            self.outages.down(
-                "Kafka", f"no write acknowledged for {self.settings.kafka_stall_s:.0f} s"
-            )
+        elif self.window:
+            silent = now - self._progress_at
+            if silent > self.settings.kafka_stall_s:
+                # kafka-python retries on its own and says nothing we can act on: a write that
+                # waits this long is an outage for the operator, before any write fails
+                # (presence_bridge_outage shows it; kafka_errors counts only failed writes).
+                self.outages.down(
+                    "Kafka", f"no write acknowledged for {self.settings.kafka_stall_s:.0f} s"
+                )
+            if silent > self.wedged_after_s and error is None:
+                # Neither delivered nor failed past the delivery timeout: kafka-python stuck in
+                # its idempotence state (seen once, after a 30 s outage in which a batch
+                # expired). A new producer and the broker's redelivery lose nothing.
+                error = KafkaError(
+                    f"no write answered for {silent:.0f} s, past the producer's delivery "
+                    f"timeout ({self.settings.delivery_timeout_ms} ms)"
+                )
+        side = self._side_failure
+        if side is not None:
+            self._side_failure = None
+            error = error if error is not None else side
         if error is not None and self._kafka_error is None:
             self.metrics.kafka_errors.inc()
             self._kafka_error = error if isinstance(error, Exception) else KafkaError(str(error))
@@ -392,11 +411,22 @@ class Bridge:
             return
         headers = [(PROGRESS_HEADER, self.settings.client_id.encode())]
         raw = self.settings.kafka.raw_topic
+        sink = self.sink
         try:
             for partition in range(self.settings.kafka.partitions):
-                self.sink.send(raw, b"", record, headers, partition=partition)
+                write = sink.send(raw, b"", record, headers, partition=partition)
+                # A failed one is a failed write like any other: in kafka-python's idempotent
+                # producer an expired batch resets the producer's sequence state under the
+                # device writes too, so the bridge starts again on a new producer.
+                write.add_errback(lambda exc, sink=sink: self._progress_failed(sink, exc))
         except KafkaError as exc:  # the device path finds out and recovers; this can wait
             log.debug("progress record not written: %s", exc)
+
+    def _progress_failed(self, sink: Sink, exc: BaseException) -> None:
+        """On kafka-python's I/O thread: the loop acts on it in its next turn."""
+        if sink is self.sink:  # not a late one from a producer already replaced
+            self._side_failure = exc
+            self.source.wake()
 
     def _retrying(self, broker: str) -> Retrying:
         def before_sleep(state: RetryCallState) -> None:

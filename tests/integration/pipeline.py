@@ -222,8 +222,11 @@ def sessions_in_kafka(
     return seen
 
 
-def bridge_command(info: StackInfo, home: Path) -> tuple[list[str], dict[str, str], int]:
-    """`presence bridge` on a config file of its own: the command, its topics, its HTTP port."""
+def bridge_command(
+    info: StackInfo, home: Path, **extra: object
+) -> tuple[list[str], dict[str, str], int]:
+    """`presence bridge` on a config file of its own (`extra`: more [bridge] keys): the command,
+    its topics, its HTTP port."""
     settings = bridge_settings(info)
     port = free_port()
     config = write_bridge_config(
@@ -239,6 +242,7 @@ def bridge_command(info: StackInfo, home: Path) -> tuple[list[str], dict[str, st
         state_dir=str(home / "state"),
         mqtt_version=settings.mqtt_version,
         topic=settings.profiles[0].topic,
+        **extra,
     )
     cmd = [
         sys.executable,

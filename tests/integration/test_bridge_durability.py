@@ -162,8 +162,9 @@ def test_a_message_that_ends_the_process_is_dead_lettered_instead_of_looping(
 LOUD = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b")
 
 
+@pytest.mark.parametrize("progress_interval_s", [0.0, 1.0], ids=["progress-off", "progress-on"])
 def test_a_30_s_kafka_outage_is_two_lines_of_our_own_not_thousands(
-    own_stack: LocalStack, tmp_path: Path
+    own_stack: LocalStack, tmp_path: Path, progress_interval_s: float
 ) -> None:
     # An operator's probe: in 55 s of Kafka outage a worker wrote about 6,400 ERROR/WARNING
     # lines and never said in its own words that Kafka was gone or back; the bridge said
@@ -171,7 +172,7 @@ def test_a_30_s_kafka_outage_is_two_lines_of_our_own_not_thousands(
     stack = own_stack
     info = stack.info()
     assert info is not None
-    cmd, names, port = bridge_command(info, tmp_path)
+    cmd, names, port = bridge_command(info, tmp_path, progress_interval_s=progress_interval_s)
     prefix = names["prefix"]
     bridge_log = tmp_path / "bridge.log"
     with bridge_log.open("wb") as out:

@@ -419,3 +419,63 @@ def test_no_progress_record_before_a_probe_came_back_and_none_when_switched_off(
     off.turn()
     assert off_mqtt.published == []
     assert off_kafka.writes == []
+
+
+def test_a_failed_progress_record_puts_the_bridge_on_a_new_producer_like_any_failed_write(
+    make_bridge: Make,
+) -> None:
+    # In kafka-python's idempotent producer a batch that expires after it was sent resets the
+    # producer's sequence state (its sender's `reset_producer_id`) under every partition, the
+    # device writes' too. A CI run once saw the bridge stop acknowledging after a 30 s outage
+    # in which one record had expired, with progress records on and no one looking at theirs.
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, progress_interval_s=0.001)
+    b.turn()
+    ((topic, payload),) = mqtt.published
+    probe = MqttMessage(topic, payload, 2_000, user_properties={"presence-probe": "1"})
+    mqtt.inbox.append((probe, 1))
+    mqtt.publish(2, "cam")
+    b.turn()
+    time.sleep(0.002)
+    b.turn()
+    progress = [w for w in kafka.writes if w.headers is not None and is_progress(w.headers)]
+    assert progress, "the probe came back: its watermark is written"
+    progress[0].fail(RuntimeError("Expiring 1 record(s): 30000 ms has passed"))
+    assert mqtt.wakes >= 1  # the loop hears of it at once
+    b.turn()
+    assert kafka.sinks == 2
+    assert kafka.closed == 1
+    assert mqtt.disconnects == 1
+    assert mqtt.connects == 2
+    assert 2 not in mqtt.acked
+    assert b.metrics.kafka_errors._value.get() == 1
+    progress[1].fail(RuntimeError("late, from the producer already replaced"))
+    b.turn()
+    assert kafka.sinks == 2  # not a second recovery
+
+
+def test_a_write_neither_delivered_nor_failed_past_its_delivery_timeout_gets_a_new_producer(
+    make_bridge: Make,
+) -> None:
+    # kafka-python promises every send ends, one way or the other, within delivery_timeout_ms;
+    # a producer that breaks that promise would otherwise hold the session's messages forever.
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, kafka_stall_s=0.01)
+    assert b.wedged_after_s == b.settings.delivery_timeout_ms / 1000 + 15
+    b.wedged_after_s = 0.05
+    mqtt.publish(1, "cam-1")
+    b.turn()
+    time.sleep(0.02)
+    b.turn()
+    assert kafka.sinks == 1  # an outage so far, said, and waited out
+    assert b.metrics.outage.labels("Kafka")._value.get() == 1
+    time.sleep(0.05)
+    b.turn()
+    assert kafka.sinks == 2
+    assert mqtt.connects == 2
+    assert mqtt.acked == []
+    mqtt.publish(1, "cam-1")  # the broker delivers it again to the session
+    b.turn()
+    kafka.writes[-1].succeed()
+    b.turn()
+    assert mqtt.acked == [1]
