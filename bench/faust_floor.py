@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterable
@@ -34,6 +35,7 @@ def main() -> None:
         f"floor-{uuid.uuid4().hex[:6]}",
         broker=f"kafka://{args.bootstrap}",
         store="memory://",
+        datadir=tempfile.mkdtemp(prefix="faust-floor-"),  # not `<app id>-data` in the cwd
         web_enabled=False,
         topic_partitions=8,
         producer_linger=0.01,

@@ -13,12 +13,13 @@ has open bugs there. This is the at-least-once equivalent:
 so a busy loop is not a pause) with the clock that counts suspended time too, and a pause
 longer than the session less one heartbeat interval (from then on the group coordinator may
 have expired the member) ends the process at once with status 75 ("restart me"), before any
-write: the agent asks `check()` before each record it writes. A fresh process recovers from
-the changelog, which then holds only what the partitions' owners wrote.
+write: the agent's output asks `check()` before each batch of records it hands to the
+producer. A fresh process recovers from the changelog, which then holds only what the
+partitions' owners wrote.
 
-Records handed to the producer before the pause wait in its buffer (linger 10 ms) and would
-leave on resume, before the thread has run: so the producer's client asks `check()` too, before
-each request it sends (`guarded`). What is left: a pause that falls between that check and the
+Records waiting in the agent's output or handed to the producer before the pause would leave
+on resume, before the thread has run: so the producer's client asks `check()` too, before each
+request it sends (`guarded`). What is left: a pause that falls between that check and the
 write to the socket, a few microseconds of Python.
 """
 

@@ -1,9 +1,9 @@
 """What the worker writes, and what it does when Kafka will not take it.
 
-`AgentOutput` writes a device's state (table store and changelog) and its status changes straight
-through the app's producer; `WriteWatch` tells when Kafka stopped acknowledging the worker's
-writes (one line each way); a record Kafka refused ends the process before any offset past it is
-committed (`exit_without_commit`, status 75: "restart me").
+`AgentOutput` writes a device's state (table store and changelog) and its status changes as
+record batches of the app's producer; `WriteWatch` tells when Kafka stopped acknowledging the
+worker's writes (one line each way); a record Kafka refused ends the process before any offset
+past it is committed (`exit_without_commit`, status 75: "restart me").
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+from kafka.partitioner.default import murmur2
 
 from mqtt_presence.core import StatusChange
 from mqtt_presence.outages import Outages
@@ -91,80 +92,187 @@ def exit_without_commit(exc: BaseException) -> None:
     exit_for_restart(f"Kafka did not take a record the agent wrote ({exc!r})")
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partition for a key (murmur2, as the bridge and Java clients use)."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
 class AgentOutput:
     """What the agent writes per event: a device's state (table store and changelog) and its
-    status changes, straight through the app's Kafka producer.
+    status changes, as record batches of the app's Kafka producer.
 
     Faust's `table[key] = value` and `Topic.send` wrap every record in a future of their own, a
-    buffer task and sensor calls; measured here, that cost more than half of the worker's time
-    per event (`python -m bench.worker_throughput`). This class does what they do, at
-    the producer's own cost:
+    buffer task and sensor calls, and even aiokafka's `send` makes a future per record that the
+    event loop must settle: measured here, sending each record cost a third of the worker's
+    time per event (`python -m bench.worker_throughput`). So:
 
-    - a state goes to the table's store (RocksDB: the database of the current event's partition,
-      as Faust does) and to the table's changelog topic, same partition, same raw bytes; when
-      Kafka has it, its offset is recorded in the store, as Faust's own changelog callback does,
-      so recovery reads the changelog only from there;
-    - a status change goes to `presence.status`, partitioned by the producer's murmur2 of the key.
+    - a state goes to the table's store at once (RocksDB: the database of the current event's
+      partition, as Faust does) and waits for the changelog in a per-partition map: a device's
+      newer state replaces one not sent yet (the changelog is compacted: only the newest
+      counts);
+    - a status change waits in a list, in order (every change is a version consumers see);
+    - every `linger_s` (or at `max_pending` records, or when Faust commits) what waits goes out
+      as one closed batch per partition (`create_batch`, `send_batch`: one future a batch), the
+      status changes to the partition of the producer's murmur2 of the key; when Kafka has a
+      changelog batch, its last offset is recorded in the store, as Faust's own changelog
+      callback does, so recovery reads the changelog only from there.
 
-    At-least-once holds: Faust flushes the producer before it commits offsets, and a record
-    Kafka refused (after the producer's own retries) calls `on_failure`, which in the worker ends
-    the process at once (`exit_without_commit`): raising in the agent would not do, since Faust
-    acknowledges the event an agent raised on and restarts the agent. Nothing more is written
-    after a failure (`DeliveryError`).
+    At-least-once holds: Faust flushes the producer before it commits offsets, and the worker
+    has that flush send what waits here first (`flush_before_commits`), so no offset is
+    committed past an event whose records are not in Kafka. A batch Kafka refused (after the
+    producer's own retries) calls `on_failure`, which in the worker ends the process at once
+    (`exit_without_commit`): raising in the agent would not do, since Faust acknowledges the
+    event an agent raised on and restarts the agent. Nothing more is written after a failure
+    (`DeliveryError`). The session fence is asked before each flush, and guards each request of
+    the producer too.
     """
 
     def __init__(
         self,
-        producer: Any,
+        producer: Callable[[], Any],
         table: Any,
         status_topic: str,
         metrics: WorkerMetrics,
         on_failure: Callable[[BaseException], None],
         fence: SessionFence | None = None,
+        *,
+        key_partitions: int,
+        linger_s: float = 0.01,
+        max_pending: int = 5_000,
     ) -> None:
-        self.producer = producer
+        self.producer = producer  # aiokafka's producer, once the app has started it
         self.table = table
         self.status_topic = status_topic
         self.metrics = metrics
         self.on_failure = on_failure
-        self.fence = fence  # asked before each write: a process paused past its session ends
+        self.fence = fence
+        self.key_partitions = key_partitions  # the count the callers' partitions are among
+        self.linger_s = linger_s
+        self.max_pending = max_pending
         self.failure: BaseException | None = None
+        self._states: dict[int, dict[bytes, bytes]] = {}
+        self._statuses: list[tuple[bytes, bytes, int]] = []
+        self._pending = 0
+        self._flushing = asyncio.Lock()  # one flush at a time: batches leave in order
+        self._timer: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Task[None] | None = None
 
     async def put_state(self, key: bytes, value: bytes, partition: int) -> None:
         self.raise_failure()
-        if self.fence is not None:
-            self.fence.check()
         self.table.data[key] = value
-        changelog = self.table.changelog_topic_name
-        delivery = await self.producer.send(changelog, key, value, partition, None, None)
-        delivery.add_done_callback(self._state_persisted)
+        waiting = self._states.get(partition)
+        if waiting is None:
+            waiting = self._states[partition] = {}
+        waiting[key] = value
+        await self._added()
 
-    async def send_status(self, key: bytes, change: StatusChange, *, count: bool = True) -> None:
+    async def send_status(
+        self, key: bytes, change: StatusChange, partition: int, *, count: bool = True
+    ) -> None:
+        """`partition`: the key's partition among `key_partitions` (the device's raw partition):
+        presence.status has as many by default, and then it is the key's partition there too
+        (murmur2 in Python costs about 2 us a key)."""
         self.raise_failure()
-        if self.fence is not None:
-            self.fence.check()
-        delivery = await self.producer.send(
-            self.status_topic, key, encode(change), None, None, None
-        )
-        delivery.add_done_callback(self._check_delivery)
+        self._statuses.append((key, encode(change), partition))
         if count:
-            self.metrics.changes_by_status[change.status].inc()
-            self.metrics.reasons[change.reason].inc()
+            counts = self.metrics.counts
+            counts.by_status[change.status] += 1
+            counts.by_reason[change.reason] += 1
+        await self._added()
 
-    def _state_persisted(self, delivery: asyncio.Future[Any]) -> None:
+    @property
+    def pending(self) -> int:
+        """Records waiting for the next flush (a state replaced meanwhile counts twice)."""
+        return self._pending
+
+    async def _added(self) -> None:
+        self._pending += 1
+        if self._pending >= self.max_pending:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._timer = None
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.ensure_future(self.flush())
+        else:  # one is running: what came since goes after it
+            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
+
+    async def flush(self) -> None:
+        """Send what waits, one closed batch per partition; return once the producer has them
+        (not once Kafka has: the producer's own flush waits for that)."""
+        async with self._flushing:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            states, statuses = self._states, self._statuses
+            self._states, self._statuses, self._pending = {}, [], 0
+            if self.failure is not None or not (states or statuses):
+                return
+            if self.fence is not None:
+                self.fence.check()
+            producer = self.producer()
+            try:
+                changelog = self.table.changelog_topic_name
+                for partition, latest in states.items():
+                    await self._send(producer, changelog, partition, latest.items(), True)
+                if statuses:
+                    count = len(await producer.partitions_for(self.status_topic))
+                    same = count == self.key_partitions
+                    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+                    for key, value, partition in statuses:
+                        to = partition if same else partition_of(key, count)
+                        by_partition.setdefault(to, []).append((key, value))
+                    for partition, records in by_partition.items():
+                        await self._send(producer, self.status_topic, partition, records, False)
+            except Exception as exc:  # e.g. the producer closed, or no room for 30 s
+                self._failed(exc)
+
+    async def _send(
+        self,
+        producer: Any,
+        topic: str,
+        partition: int,
+        records: Iterable[tuple[bytes, bytes]],
+        persisted: bool,
+    ) -> None:
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                await self._submit(producer, batch, topic, partition, persisted)
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes one
+        await self._submit(producer, batch, topic, partition, persisted)
+
+    async def _submit(
+        self, producer: Any, batch: Any, topic: str, partition: int, persisted: bool
+    ) -> None:
+        batch.close()  # closed: the producer sends it at once, it lingered here already
+        records = batch.record_count()
+        delivery = await producer.send_batch(batch, topic, partition=partition)
+        if persisted:
+            delivery.add_done_callback(lambda d: self._state_persisted(d, records))
+        else:
+            delivery.add_done_callback(self._check_delivery)
+
+    def _state_persisted(self, delivery: asyncio.Future[Any], records: int) -> None:
         if self._check_delivery(delivery):
-            sent = delivery.result()
-            self.table.data.set_persisted_offset(sent.topic_partition, sent.offset)
+            sent = delivery.result()  # the batch's first offset
+            self.table.data.set_persisted_offset(sent.topic_partition, sent.offset + records - 1)
 
     def _check_delivery(self, delivery: asyncio.Future[Any]) -> bool:
         exc = None if delivery.cancelled() else delivery.exception()
         if exc is None:
             return True
+        self._failed(exc)
+        return False
+
+    def _failed(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = exc
             self.metrics.send_errors.inc()
             self.on_failure(exc)
-        return False
 
     def raise_failure(self) -> None:
         if self.failure is not None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-from kafka.partitioner.default import murmur2
 
 from mqtt_presence.core import (
     ConnectionEvent,
@@ -51,11 +50,6 @@ decode_event = msgspec.json.Decoder(ConnectionEvent).decode
 decode_tick = msgspec.json.Decoder(dict[str, int]).decode
 decode_progress = msgspec.json.Decoder(BridgeProgress).decode
 LIFE = {EventKind.BIRTH, EventKind.CONNECTED, EventKind.ACTIVITY}  # signs of life
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partition for a key (murmur2, as the bridge and Java clients use)."""
-    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 @dataclass
@@ -100,7 +94,7 @@ class Output(Protocol):
 
     async def put_state(self, key: bytes, value: bytes, partition: int) -> None: ...
     async def send_status(
-        self, key: bytes, change: StatusChange, *, count: bool = True
+        self, key: bytes, change: StatusChange, partition: int, *, count: bool = True
     ) -> None: ...
     def raise_failure(self) -> None: ...
 
@@ -135,10 +129,12 @@ class Processor:
     async def handle(self, event: Event) -> None:
         message = event.message
         self.output.raise_failure()  # outside the try: this one must stop the agent
+        skips = self.skips
         skipped = (
-            self.skips is not None
+            skips is not None
             and message.topic != self.ticks_topic
-            and not await self.skips.check(message.partition, message.offset)
+            and not skips.in_order(message.partition, message.offset)
+            and not await skips.check(message.partition, message.offset)
         )
         if skipped:
             return  # records before this one were never handed over: the process is ending
@@ -168,7 +164,7 @@ class Processor:
                 return
             raw_event = self.benefit_of_doubt(raw_event, message)
             await self.apply(event.key, raw_event, message.partition)
-            self.metrics.events.inc()
+            self.metrics.counts.events += 1
         except DeliveryError:
             raise  # not the record's fault: stop, and let it be processed again
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
@@ -224,7 +220,7 @@ class Processor:
         if reindex:
             self.deadlines.update(partition, key, next_deadline(state, self.config))
         for change in changes:
-            await self.output.send_status(key, change)
+            await self.output.send_status(key, change, partition)
 
     async def dead_letter(self, event: Event, reason: str, detail: str) -> None:
         message = event.message

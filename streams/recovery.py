@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mqtt_presence.core import PresenceConfig, decode_state, last_change, next_deadline
-from mqtt_presence.streams.processor import DeadlineIndex, Output, partition_of
+from mqtt_presence.streams.output import partition_of
+from mqtt_presence.streams.processor import DeadlineIndex, Output
 from mqtt_presence.streams.status_index import StatusIndex, category
 
 log = logging.getLogger("presence.worker")
@@ -128,7 +129,7 @@ class Announcer:
                     value = self.store.get(key)
                     change = last_change(decode_state(value)) if value is not None else None
                     if change is not None:
-                        await self.output.send_status(key, change, count=False)  # not new
+                        await self.output.send_status(key, change, partition, count=False)
                         sent += 1
                         budget -= 1
                 if not keys:

@@ -45,6 +45,15 @@ class SkipWatch:
         for partition, offset in committed.items():
             self.next_offset[partition] = max(self.next_offset.get(partition, offset), offset)
 
+    def in_order(self, partition: int, offset: int) -> bool:
+        """The common case, without a coroutine: `offset` is not past the next expected one
+        (then it is recorded, and True); False leaves the question to `check`."""
+        expected = self.next_offset.get(partition)
+        if expected is not None and offset > expected:
+            return False
+        self.next_offset[partition] = offset + 1
+        return True
+
     async def check(self, partition: int, offset: int) -> bool:
         """Before the agent handles the raw record at `offset`: False when records before it
         were skipped (and `on_skipped` was called), else True."""

@@ -110,7 +110,16 @@ def build_topology(app: faust.App, settings: WorkerSettings, config: PresenceCon
     fence = SessionFence.for_session(
         settings.session_timeout_s, settings.heartbeat_interval_s, exit_for_restart
     )
-    output = AgentOutput(app.producer, table, k.status_topic, metrics, exit_without_commit, fence)
+    output = AgentOutput(
+        lambda: app.producer._producer,  # type: ignore[attr-defined]  # aiokafka's, once started
+        table,
+        k.status_topic,
+        metrics,
+        exit_without_commit,
+        fence,
+        key_partitions=k.partitions,
+    )
+    flush_before_commits(app, output)
 
     async def dead_letter(key: bytes, value: bytes) -> Any:
         return await dlq.send(key=key, value=value)
@@ -174,6 +183,20 @@ async def reannounce(topology: Topology) -> None:
             time.monotonic() - started,
             "; stopping, the rest is for whoever recovers next" if app.should_stop else "",
         )
+
+
+def flush_before_commits(app: faust.App, output: AgentOutput) -> None:
+    """Faust flushes its producer before it commits offsets (and at a rebalance and a stop):
+    the agent's records waiting in `output` go first, so that the offsets committed never pass
+    an event whose records are not in Kafka."""
+    producer = app.producer
+    flush_producer = producer.flush
+
+    async def flush() -> None:
+        await output.flush()
+        await flush_producer()
+
+    producer.flush = flush  # type: ignore[method-assign]
 
 
 async def start_fence(fence: SessionFence, app: faust.App) -> None:

@@ -44,6 +44,11 @@ def expected_table() -> str:
     labels = {
         **{m._name: m._labelnames for m in vars(bridge).values() if hasattr(m, "_labelnames")},
         **{m._name: m._labelnames for m in vars(worker).values() if hasattr(m, "_labelnames")},
+        **{  # collected at scrape time, with a sample for every label value from the start
+            family.name: tuple(family.samples[0].labels)
+            for family in worker.counts.collect()
+            if family.samples
+        },
         "presence_worker_faust_messages_received": ("topic",),
         "presence_worker_faust_consumer_lag": ("topic", "partition"),
         "presence_worker_faust_read_offset": ("topic", "partition"),

@@ -13,7 +13,7 @@ from mqtt_presence.core import Reason, Status
 from mqtt_presence.streams.metrics import WorkerMetrics
 from mqtt_presence.streams.output import AgentOutput
 from mqtt_presence.streams.status_index import CATEGORIES, StatusIndex
-from tests.unit.streams.test_output import RecordingProducer, change
+from tests.unit.streams.test_output import BatchingProducer, change
 
 
 def scraped(metrics: WorkerMetrics) -> str:
@@ -22,12 +22,15 @@ def scraped(metrics: WorkerMetrics) -> str:
 
 def test_every_reason_is_exported_from_the_start_and_counted_per_change() -> None:
     metrics = WorkerMetrics()
-    output = AgentOutput(RecordingProducer(), None, "presence.status", metrics, lambda _: None)
+    producer = BatchingProducer()
+    output = AgentOutput(
+        lambda: producer, None, "presence.status", metrics, lambda _: None, key_partitions=6
+    )
     went = msgspec.structs.replace(change(), status=Status.OFFLINE, reason=Reason.WILL, version=2)
 
     async def scenario() -> None:
-        await output.send_status(b"cam-1", went)
-        await output.send_status(b"cam-1", went, count=False)  # a re-announcement: not new
+        await output.send_status(b"cam-1", went, 0)
+        await output.send_status(b"cam-1", went, 0, count=False)  # a re-announcement: not new
 
     asyncio.run(scenario())
     text = scraped(metrics)

@@ -48,7 +48,9 @@ class Written:
         self.store[key] = value
         self.states.append((key, partition))
 
-    async def send_status(self, key: bytes, change: StatusChange, *, count: bool = True) -> None:
+    async def send_status(
+        self, key: bytes, change: StatusChange, partition: int, *, count: bool = True
+    ) -> None:
         self.changes.append(change)
 
     def raise_failure(self) -> None:
@@ -99,7 +101,7 @@ def test_a_birth_is_stored_on_its_partition_and_announced() -> None:
     rig.raw("cam-1", "birth", NOW, partition=3)
     assert rig.written.states == [(b"cam-1", 3)]
     assert [(c.device, c.status) for c in rig.written.changes] == [("cam-1", Status.ONLINE)]
-    assert rig.metrics.events._value.get() == 1
+    assert rig.metrics.counts.events == 1
 
 
 def test_a_repeat_is_counted_as_suppressed_and_announces_nothing() -> None:

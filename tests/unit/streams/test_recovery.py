@@ -15,7 +15,7 @@ from mqtt_presence.core import (
     transition,
 )
 from mqtt_presence.core.state import encode_state
-from mqtt_presence.streams.processor import partition_of
+from mqtt_presence.streams.output import partition_of
 from mqtt_presence.streams.recovery import Announcer, RecoveryWatch, rebuild
 
 PARTITIONS = 4
@@ -29,7 +29,9 @@ class Announced:
     async def put_state(self, key: bytes, value: bytes, partition: int) -> None:
         raise AssertionError("recovery writes no state")
 
-    async def send_status(self, key: bytes, change: StatusChange, *, count: bool = True) -> None:
+    async def send_status(
+        self, key: bytes, change: StatusChange, partition: int, *, count: bool = True
+    ) -> None:
         self.sent.append((key, change, count))
 
     def raise_failure(self) -> None:

@@ -38,8 +38,10 @@ def watch(records: set[int]) -> tuple[SkipWatch, Kafka, list[str]]:
 
 
 def run(w: SkipWatch, partition: int, offsets: list[int]) -> list[bool]:
+    """As the processor asks: the synchronous fast path, then the whole check."""
+
     async def go() -> list[bool]:
-        return [await w.check(partition, o) for o in offsets]
+        return [w.in_order(partition, o) or await w.check(partition, o) for o in offsets]
 
     return asyncio.run(go())
 
