@@ -258,8 +258,10 @@ class AgentOutput:
 
     def _state_persisted(self, delivery: asyncio.Future[Any], records: int) -> None:
         if self._check_delivery(delivery):
-            sent = delivery.result()  # the batch's first offset
-            self.table.data.set_persisted_offset(sent.topic_partition, sent.offset + records - 1)
+            sent = delivery.result()  # the batch's first offset (None only with acks=0)
+            if sent is not None:
+                last = sent.offset + records - 1
+                self.table.data.set_persisted_offset(sent.topic_partition, last)
 
     def _check_delivery(self, delivery: asyncio.Future[Any]) -> bool:
         exc = None if delivery.cancelled() else delivery.exception()
