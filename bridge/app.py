@@ -152,7 +152,8 @@ class Bridge:
         # Every write ends, delivered or failed, within delivery_timeout_ms: one that has not
         # by this long after is a producer stuck in its own state (see `_settle`).
         self.wedged_after_s = settings.delivery_timeout_ms / 1000 + WEDGE_MARGIN_S
-        self._side_failure: BaseException | None = None  # a progress record's failed write
+        # a progress record's failed write, and the sink it was written to
+        self._side_failure: tuple[Sink, BaseException] | None = None
         self.sink: Sink | None = None
         self.http_port: int | None = None
         self._stop = threading.Event()
@@ -385,7 +386,9 @@ class Bridge:
         side = self._side_failure
         if side is not None:
             self._side_failure = None
-            error = error if error is not None else side
+            failed_sink, exc = side
+            if failed_sink is self.sink and error is None:  # not one a recovery already replaced
+                error = exc
         if error is not None and self._kafka_error is None:
             self.metrics.kafka_errors.inc()
             self._kafka_error = error if isinstance(error, Exception) else KafkaError(str(error))
@@ -423,10 +426,11 @@ class Bridge:
             log.debug("progress record not written: %s", exc)
 
     def _progress_failed(self, sink: Sink, exc: BaseException) -> None:
-        """On kafka-python's I/O thread: the loop acts on it in its next turn."""
-        if sink is self.sink:  # not a late one from a producer already replaced
-            self._side_failure = exc
-            self.source.wake()
+        """On kafka-python's I/O thread: the loop acts on it in its next turn, if `sink` is
+        still the one in use then (the batch that failed a progress record has often failed a
+        device write too, and the loop may have replaced the producer for that meanwhile)."""
+        self._side_failure = (sink, exc)
+        self.source.wake()
 
     def _retrying(self, broker: str) -> Retrying:
         def before_sleep(state: RetryCallState) -> None:

@@ -155,7 +155,9 @@ def test_a_retained_birth_after_a_restart(broker: RunningBroker) -> None:
 def test_how_a_shared_subscription_spreads_one_devices_messages(broker: RunningBroker) -> None:
     a, b = probes.shared_spread(target(broker), PROBE_SHARED_MESSAGES)
     print(f"{broker.broker.title}: {a} / {b}")
-    assert spread_of(a, b, PROBE_SHARED_MESSAGES) is BEHAVIOUR[broker.broker.name].shared
+    # HiveMQ's documentation says "in an alternating fashion"; here it gave one member all 100
+    # on a quiet machine and split them in a loaded CI run: both are pinned for it.
+    assert BEHAVIOUR[broker.broker.name].shared.allows(spread_of(a, b, PROBE_SHARED_MESSAGES))
     if a + b:
         assert a + b == PROBE_SHARED_MESSAGES  # each message to exactly one member
 

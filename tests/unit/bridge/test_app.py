@@ -479,3 +479,39 @@ def test_a_write_neither_delivered_nor_failed_past_its_delivery_timeout_gets_a_n
     kafka.writes[-1].succeed()
     b.turn()
     assert mqtt.acked == [1]
+
+
+def test_a_progress_record_that_failed_in_the_batch_of_a_device_write_is_one_recovery(
+    make_bridge: Make,
+) -> None:
+    # kafka-python fails every record of an expired batch, one callback after the other, on its
+    # own thread: the loop may already be replacing the producer for the device write when the
+    # progress record's failure arrives (CI saw two recoveries, and two outage lines, for one).
+    mqtt, kafka = Mqtt(), Kafka()
+    b = make_bridge(mqtt, kafka, progress_interval_s=0.001)
+    b.turn()
+    ((topic, payload),) = mqtt.published
+    probe = MqttMessage(topic, payload, 2_000, user_properties={"presence-probe": "1"})
+    mqtt.inbox.append((probe, 1))
+    mqtt.publish(2, "cam")
+    b.turn()
+    time.sleep(0.002)
+    b.turn()
+    device = next(w for w in kafka.writes if w.headers is None or not is_progress(w.headers))
+    progress = [w for w in kafka.writes if w.headers is not None and is_progress(w.headers)]
+    expired = RuntimeError("Expiring 2 record(s): 30000 ms has passed")
+    device.fail(expired)
+    new_sink = b._new_sink
+
+    def sink_while_the_old_batch_fails(settings: BridgeSettings) -> Any:
+        progress[0].fail(expired)  # kafka-python's thread, during the recovery
+        return new_sink(settings)
+
+    b._new_sink = sink_while_the_old_batch_fails
+    b.turn()
+    assert kafka.sinks == 2
+    b._new_sink = new_sink
+    b.turn()
+    b.turn()
+    assert kafka.sinks == 2  # one failure, one new producer
+    assert b.metrics.kafka_errors._value.get() == 1
