@@ -79,6 +79,8 @@ class Source(Protocol):
 class Sink(Protocol):
     """The Kafka side (`KafkaSink`)."""
 
+    failure: BaseException | None  # the first write it failed, of any record
+
     def ensure_topics(self) -> None: ...
     def send(
         self,
@@ -152,8 +154,6 @@ class Bridge:
         # Every write ends, delivered or failed, within delivery_timeout_ms: one that has not
         # by this long after is a producer stuck in its own state (see `_settle`).
         self.wedged_after_s = settings.delivery_timeout_ms / 1000 + WEDGE_MARGIN_S
-        # a progress record's failed write, and the sink it was written to
-        self._side_failure: tuple[Sink, BaseException] | None = None
         self.sink: Sink | None = None
         self.http_port: int | None = None
         self._stop = threading.Event()
@@ -383,12 +383,10 @@ class Bridge:
                     f"no write answered for {silent:.0f} s, past the producer's delivery "
                     f"timeout ({self.settings.delivery_timeout_ms} ms)"
                 )
-        side = self._side_failure
-        if side is not None:
-            self._side_failure = None
-            failed_sink, exc = side
-            if failed_sink is self.sink and error is None:  # not one a recovery already replaced
-                error = exc
+        if error is None and self.sink is not None and self.sink.failure is not None:
+            # a write no MQTT message waits on (a progress record) failed: a failed producer
+            # all the same (a replaced one's late failures stay with it)
+            error = self.sink.failure
         if error is not None and self._kafka_error is None:
             self.metrics.kafka_errors.inc()
             self._kafka_error = error if isinstance(error, Exception) else KafkaError(str(error))
@@ -414,23 +412,12 @@ class Bridge:
             return
         headers = [(PROGRESS_HEADER, self.settings.client_id.encode())]
         raw = self.settings.kafka.raw_topic
-        sink = self.sink
         try:
             for partition in range(self.settings.kafka.partitions):
-                write = sink.send(raw, b"", record, headers, partition=partition)
-                # A failed one is a failed write like any other: in kafka-python's idempotent
-                # producer an expired batch resets the producer's sequence state under the
-                # device writes too, so the bridge starts again on a new producer.
-                write.add_errback(lambda exc, sink=sink: self._progress_failed(sink, exc))
+                write = self.sink.send(raw, b"", record, headers, partition=partition)
+                write.add_errback(self.source.wake)  # a failure: the sink's, seen in `_settle`
         except KafkaError as exc:  # the device path finds out and recovers; this can wait
             log.debug("progress record not written: %s", exc)
-
-    def _progress_failed(self, sink: Sink, exc: BaseException) -> None:
-        """On kafka-python's I/O thread: the loop acts on it in its next turn, if `sink` is
-        still the one in use then (the batch that failed a progress record has often failed a
-        device write too, and the loop may have replaced the producer for that meanwhile)."""
-        self._side_failure = (sink, exc)
-        self.source.wake()
 
     def _retrying(self, broker: str) -> Retrying:
         def before_sleep(state: RetryCallState) -> None:

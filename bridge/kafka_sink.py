@@ -80,6 +80,11 @@ class KafkaSink:
             max_block_ms=5_000,  # never stall the MQTT loop for long when the buffer is full
             partitioner=CachingPartitioner(),
         )
+        # The first write of this producer that failed, whatever it carried: in kafka-python's
+        # idempotent producer a batch that expires after it was sent resets the producer's
+        # sequence state for every partition (its sender's `reset_producer_id`), so a producer
+        # that failed any write is replaced, not only one that failed a device's.
+        self.failure: BaseException | None = None
 
     def ensure_topics(self) -> None:
         """Create the raw and dead-letter topics if they do not exist (auto-create is off), and
@@ -101,8 +106,17 @@ class KafkaSink:
         partition: int | None = None,
     ) -> Any:
         """Start a write (to `partition`, else the key's); returns kafka-python's future
-        (`is_done`, `exception`)."""
-        return self.producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+        (`is_done`, `exception`). A failure is also kept in `failure`."""
+        write = self.producer.send(
+            topic, key=key, value=value, headers=headers, partition=partition
+        )
+        write.add_errback(self._failed)
+        return write
+
+    def _failed(self, exc: BaseException) -> None:
+        """On kafka-python's I/O thread."""
+        if self.failure is None:
+            self.failure = exc
 
     def flush(self, timeout_s: float) -> None:
         self.producer.flush(timeout=timeout_s)

@@ -83,6 +83,7 @@ class Kafka:
 @dataclass
 class Sink:
     kafka: Kafka
+    failure: BaseException | None = None
 
     def ensure_topics(self) -> None:
         pass
@@ -91,8 +92,13 @@ class Sink:
         self, topic: str, key: bytes, value: bytes, headers: Any, *, partition: int | None = None
     ) -> Write:
         write = Write(topic, key, value, partition=partition, headers=headers)
+        write.add_errback(self._failed)
         self.kafka.writes.append(write)
         return write
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
 
     def flush(self, timeout_s: float) -> None:
         pass
@@ -421,13 +427,9 @@ def test_no_progress_record_before_a_probe_came_back_and_none_when_switched_off(
     assert off_kafka.writes == []
 
 
-def test_a_failed_progress_record_puts_the_bridge_on_a_new_producer_like_any_failed_write(
-    make_bridge: Make,
-) -> None:
-    # In kafka-python's idempotent producer a batch that expires after it was sent resets the
-    # producer's sequence state (its sender's `reset_producer_id`) under every partition, the
-    # device writes' too. A CI run once saw the bridge stop acknowledging after a 30 s outage
-    # in which one record had expired, with progress records on and no one looking at theirs.
+def progress_written(make_bridge: Make) -> tuple[Bridge, Mqtt, Kafka]:
+    """A bridge with progress records on whose probe came back behind message 2 (a device's,
+    its write pending): the watermark is written to every raw partition."""
     mqtt, kafka = Mqtt(), Kafka()
     b = make_bridge(mqtt, kafka, progress_interval_s=0.001)
     b.turn()
@@ -438,8 +440,25 @@ def test_a_failed_progress_record_puts_the_bridge_on_a_new_producer_like_any_fai
     b.turn()
     time.sleep(0.002)
     b.turn()
+    return b, mqtt, kafka
+
+
+def device_and_progress_writes(kafka: Kafka) -> tuple[Write, list[Write]]:
     progress = [w for w in kafka.writes if w.headers is not None and is_progress(w.headers)]
     assert progress, "the probe came back: its watermark is written"
+    (device,) = [w for w in kafka.writes if w not in progress]
+    return device, progress
+
+
+def test_a_failed_progress_record_puts_the_bridge_on_a_new_producer_like_any_failed_write(
+    make_bridge: Make,
+) -> None:
+    # In kafka-python's idempotent producer a batch that expires after it was sent resets the
+    # producer's sequence state (its sender's `reset_producer_id`) under every partition, the
+    # device writes' too. A CI run once saw the bridge stop acknowledging after a 30 s outage
+    # in which one record had expired, with progress records on and no one looking at theirs.
+    b, mqtt, kafka = progress_written(make_bridge)
+    _, progress = device_and_progress_writes(kafka)
     progress[0].fail(RuntimeError("Expiring 1 record(s): 30000 ms has passed"))
     assert mqtt.wakes >= 1  # the loop hears of it at once
     b.turn()
@@ -487,18 +506,8 @@ def test_a_progress_record_that_failed_in_the_batch_of_a_device_write_is_one_rec
     # kafka-python fails every record of an expired batch, one callback after the other, on its
     # own thread: the loop may already be replacing the producer for the device write when the
     # progress record's failure arrives (CI saw two recoveries, and two outage lines, for one).
-    mqtt, kafka = Mqtt(), Kafka()
-    b = make_bridge(mqtt, kafka, progress_interval_s=0.001)
-    b.turn()
-    ((topic, payload),) = mqtt.published
-    probe = MqttMessage(topic, payload, 2_000, user_properties={"presence-probe": "1"})
-    mqtt.inbox.append((probe, 1))
-    mqtt.publish(2, "cam")
-    b.turn()
-    time.sleep(0.002)
-    b.turn()
-    device = next(w for w in kafka.writes if w.headers is None or not is_progress(w.headers))
-    progress = [w for w in kafka.writes if w.headers is not None and is_progress(w.headers)]
+    b, _, kafka = progress_written(make_bridge)
+    device, progress = device_and_progress_writes(kafka)
     expired = RuntimeError("Expiring 2 record(s): 30000 ms has passed")
     device.fail(expired)
     new_sink = b._new_sink
