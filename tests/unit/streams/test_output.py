@@ -150,8 +150,10 @@ def test_a_state_is_in_the_store_at_once_and_in_the_changelog_after_the_linger()
 
 
 def test_a_newer_state_replaces_one_not_sent_yet_and_status_changes_all_go_in_order() -> None:
-    # The changelog is compacted (only a key's newest record counts); presence.status is what
-    # consumers read change by change, so none of those is dropped or reordered.
+    # The changelog is compacted (Kafka's documentation, "Log Compaction": the log retains "at
+    # least the last known value for each message key", which is all a recovery reads);
+    # presence.status is what consumers read change by change, so none of those is dropped or
+    # reordered.
     async def scenario() -> None:
         producer = BatchingProducer()
         output, _, metrics = output_on(producer, linger_s=10)
