@@ -49,6 +49,9 @@ class Behaviour:
     retained_exact_after_restart: bool
     retained_wildcard_after_restart: bool
     shared: Spread
+    # None: a shared subscription's delivery must never stop part way; else what was seen when it
+    # did (the probe fails a broker that stalls without one)
+    shared_stall: str | None
     redelivered: bool
     redelivered_with_dup: bool
 
@@ -65,6 +68,7 @@ BEHAVIOUR: dict[str, Behaviour] = {
         retained_exact_after_restart=True,
         retained_wildcard_after_restart=True,
         shared=Spread.SPLIT,
+        shared_stall=None,
         redelivered=True,
         redelivered_with_dup=True,
     ),
@@ -79,6 +83,11 @@ BEHAVIOUR: dict[str, Behaviour] = {
         retained_exact_after_restart=True,
         retained_wildcard_after_restart=True,
         shared=Spread.STICKY_UNLESS_LOADED,
+        # A loaded CI run (2026-12-03): 1 of 100 delivered, then nothing for 10 s. Not
+        # reproduced in 37 runs here, idle or with every core busy; HiveMQ CE's tracker has
+        # shared-subscription QoS 1 members going idle under load (hivemq-community-edition#558,
+        # fixed in 2025.2, with a further report after the fix).
+        shared_stall="once, in a loaded CI run: 1 of 100, then nothing for 10 s",
         redelivered=True,
         redelivered_with_dup=True,
     ),
@@ -93,6 +102,7 @@ BEHAVIOUR: dict[str, Behaviour] = {
         retained_exact_after_restart=True,
         retained_wildcard_after_restart=False,
         shared=Spread.UNSUPPORTED,
+        shared_stall=None,
         redelivered=True,
         redelivered_with_dup=True,
     ),
@@ -157,6 +167,10 @@ def render_table() -> str:
         (
             f"one device's {PROBE_SHARED_MESSAGES} messages to a shared subscription of two",
             [x.shared.value for x in b],
+        ),
+        (
+            "a shared subscription's delivery stopping part way",
+            [x.shared_stall or "not seen" for x in b],
         ),
         (
             "unacknowledged QoS 1 sent again after a reconnect, DUP set",

@@ -233,10 +233,28 @@ def retained_after_restart(broker: Broker) -> tuple[bool, bool]:
     return exact.payloads() == [b"online"], wild.payloads() == [b"online"]
 
 
-def shared_spread(broker: Broker, messages: int = 100) -> tuple[int, int]:
+@dataclass(frozen=True)
+class SharedSpread:
+    """What two members of one shared subscription received of one device's messages."""
+
+    first: int  # of the device's messages, how many each member got (in the end)
+    second: int
+    sent: int
+    duplicates: int  # messages a member got that one of them had got already
+    stalled_at: int | None  # how many had come when delivery stopped for 10 s (None: it did not)
+    released: bool  # after a stall: did the next message on the topic bring the rest?
+
+    @property
+    def received(self) -> int:
+        return self.first + self.second
+
+
+def shared_spread(broker: Broker, messages: int = 100) -> SharedSpread:
     """Two members of one shared subscription; one device publishes `messages` on its topic.
     How many each member gets. MQTT 5 §4.8.2: each message goes to one member; how the server
-    chooses is up to it."""
+    chooses is up to it. When delivery stops part way (10 s without the rest), one more message
+    is published on the topic: a broker that delivers queued messages when it next polls the
+    shared queue hands over the rest then, a broker that lost them does not."""
     t = tag()
     a_c, a = subscriber(broker, f"$share/g{t}/probe/{t}/#")
     b_c, b = subscriber(broker, f"$share/g{t}/probe/{t}/#")
@@ -245,14 +263,35 @@ def shared_spread(broker: Broker, messages: int = 100) -> tuple[int, int]:
     sent = [pub.publish(f"probe/{t}/status", str(i).encode(), qos=1) for i in range(messages)]
     for info in sent:
         info.wait_for_publish(10)
-    started = time.monotonic()
-    while len(a.payloads()) + len(b.payloads()) < messages and time.monotonic() < started + 10:
-        if time.monotonic() > started + 3 and not a.payloads() + b.payloads():
-            break  # nothing at all: the broker does not deliver to this filter
-        time.sleep(0.1)
+
+    def originals() -> list[bytes]:
+        return [p for p in a.payloads() + b.payloads() if p != b"nudge"]
+
+    def wait_for_all(seconds: float) -> None:
+        started = time.monotonic()
+        while len(originals()) < messages and time.monotonic() < started + seconds:
+            if time.monotonic() > started + 3 and not originals():
+                break  # nothing at all: the broker does not deliver to this filter
+            time.sleep(0.1)
+
+    wait_for_all(10)
+    stalled_at = None
+    if 0 < len(originals()) < messages:
+        stalled_at = len(originals())
+        pub.publish(f"probe/{t}/status", b"nudge", qos=1).wait_for_publish(10)
+        wait_for_all(10)
     time.sleep(0.5)
     leave(pub, a_c, b_c)
-    return len(a.payloads()), len(b.payloads())
+    got = originals()
+    first = len([p for p in a.payloads() if p != b"nudge"])
+    return SharedSpread(
+        first=first,
+        second=len(got) - first,
+        sent=messages,
+        duplicates=len(got) - len(set(got)),
+        stalled_at=stalled_at,
+        released=stalled_at is not None and len(set(got)) == messages,
+    )
 
 
 def redelivery_after_reconnect(broker: Broker) -> tuple[bool, bool]:

@@ -153,13 +153,22 @@ def test_a_retained_birth_after_a_restart(broker: RunningBroker) -> None:
 
 
 def test_how_a_shared_subscription_spreads_one_devices_messages(broker: RunningBroker) -> None:
-    a, b = probes.shared_spread(target(broker), PROBE_SHARED_MESSAGES)
-    print(f"{broker.broker.title}: {a} / {b}")
+    pinned = BEHAVIOUR[broker.broker.name]
+    seen = probes.shared_spread(target(broker), PROBE_SHARED_MESSAGES)
+    print(f"{broker.broker.title}: {seen}")
+    assert seen.duplicates == 0  # MQTT 5 §4.8.2: each message to exactly one member
+    if seen.stalled_at is not None:
+        assert pinned.shared_stall is not None, (
+            f"{broker.broker.title}: delivery stopped after {seen.stalled_at} of {seen.sent} "
+            f"(the next message {'brought' if seen.released else 'did not bring'} the rest)"
+        )
+        if not seen.released:
+            return  # the pinned stall, seen again: its figures are in the output above
     # HiveMQ's documentation says "in an alternating fashion"; here it gave one member all 100
     # on a quiet machine and split them in a loaded CI run: both are pinned for it.
-    assert BEHAVIOUR[broker.broker.name].shared.allows(spread_of(a, b, PROBE_SHARED_MESSAGES))
-    if a + b:
-        assert a + b == PROBE_SHARED_MESSAGES  # each message to exactly one member
+    assert pinned.shared.allows(spread_of(seen.first, seen.second, seen.sent))
+    if seen.received:
+        assert seen.received == seen.sent
 
 
 def test_an_unacknowledged_qos1_message_after_the_subscriber_reconnects(
