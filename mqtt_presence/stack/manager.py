@@ -28,7 +28,7 @@ from mqtt_presence.stack.errors import BrokerStartError, PortInUseError, StackEr
 from mqtt_presence.stack.hivemq import HiveMQ
 from mqtt_presence.stack.mosquitto import Mosquitto
 from mqtt_presence.stack.ports import HOST, bindable, ensure_free, free_port
-from mqtt_presence.stack.processes import pid_running, stop_pid
+from mqtt_presence.stack.processes import pid_running, stop_pid, stop_pids
 from mqtt_presence.stack.rabbitmq import RabbitMQ
 
 STATE_FILE = "stack.json"
@@ -344,12 +344,12 @@ class LocalStack:
         info = self.info()
         stopped: list[int] = []
         if info is not None:
-            for pid, marker in (
-                *((n.pid, kafka.MAIN_CLASS) for n in info.nodes),
-                (info.mqtt_pid, info.broker.marker),
-            ):
-                if stop_pid(pid, marker):
-                    stopped.append(pid)
+            stopped = stop_pids(
+                [
+                    *((n.pid, kafka.MAIN_CLASS) for n in info.nodes),
+                    (info.mqtt_pid, info.broker.marker),
+                ]
+            )
         if purge:
             self.state_path.unlink(missing_ok=True)
             brokers_data = (d for b in BROKERS.values() for d in b.data_dirs)
@@ -362,8 +362,7 @@ class LocalStack:
     # One broker at a time, in place (same ports, same data).
     def stop_kafka(self) -> None:
         info = self._require_info()
-        for node in info.nodes:
-            stop_pid(node.pid, kafka.MAIN_CLASS)
+        stop_pids([(node.pid, kafka.MAIN_CLASS) for node in info.nodes])
 
     def node_home(self, node_id: int) -> Path:
         """Node 1 lives in the stack's home (as a one-node stack); node N in `kafka-N/`."""

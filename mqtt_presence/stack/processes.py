@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 # Children started by this process: kept so that they are reaped when they stop (and so that
@@ -57,17 +58,26 @@ def pid_running(pid: int, marker: str) -> bool:
 
 def stop_pid(pid: int, marker: str, timeout: float = 30.0) -> bool:
     """SIGTERM, wait, then SIGKILL; only if the pid still runs the expected program."""
-    if not pid_running(pid, marker):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    return bool(stop_pids([(pid, marker)], timeout))
+
+
+def stop_pids(targets: Sequence[tuple[int, str]], timeout: float = 30.0) -> list[int]:
+    """`stop_pid` for several processes at once: all are sent SIGTERM before any is waited for
+    (the nodes of a Kafka cluster stopped one after another leave the last ones without a
+    controller quorum, and each of those waits out its whole timeout). Returns the pids that
+    were running and are stopped."""
+    running = [(pid, marker) for pid, marker in targets if pid_running(pid, marker)]
+    for pid, _ in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_running(pid, marker):
-            return True
+    left = list(running)
+    while left and time.monotonic() < deadline:
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while pid_running(pid, marker):
-        time.sleep(0.05)
-    return True
+        left = [(pid, marker) for pid, marker in left if pid_running(pid, marker)]
+    for pid, marker in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while pid_running(pid, marker):
+            time.sleep(0.05)
+    return [pid for pid, _ in running]

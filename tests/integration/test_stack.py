@@ -21,7 +21,7 @@ from kafka.partitioner.default import murmur2
 from mqtt_presence.core import ConnectionEvent, EventKind
 from mqtt_presence.core.records import is_progress
 from mqtt_presence.stack import LocalStack, PortInUseError, StackInfo, manager, ports
-from mqtt_presence.stack.processes import pid_running
+from mqtt_presence.stack.processes import pid_running, stop_pids
 
 from .helpers import Publisher, bridge_settings, read_topic, running_bridge, topic_prefix, unique
 
@@ -141,6 +141,43 @@ def test_two_stacks_side_by_side_and_down_leaves_no_process(
     assert second.info() is None
     # The session's stack was not touched.
     assert LocalStack(Path(stack.home)).health(stack) == {"kafka": True, "mosquitto": True}
+
+
+# A process that, on SIGTERM, says so and exits only once all its peers have said so too: the
+# nodes of a KRaft cluster, each of which needs a quorum of controllers to finish a controlled
+# shutdown (stopped one after another, the last ones wait out their timeout and are killed).
+QUORUM_MEMBER = """
+import signal, sys, time
+from pathlib import Path
+here, me, peers = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+def stop(*_):
+    (here / f"term-{me}").touch()
+    while len(list(here.glob("term-*"))) < peers:
+        time.sleep(0.05)
+    (here / f"clean-{me}").touch()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+(here / f"up-{me}").touch()
+while True:
+    time.sleep(1)
+"""
+
+
+def test_down_stops_a_stacks_processes_together_so_none_waits_for_a_peer(tmp_path: Path) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", QUORUM_MEMBER, str(tmp_path), str(n), "3"])
+        for n in range(3)
+    ]
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("up-*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopped = stop_pids([(p.pid, QUORUM_MEMBER[:20]) for p in procs], timeout=20)
+    for p in procs:
+        p.wait(5)
+    assert sorted(stopped) == sorted(p.pid for p in procs)
+    # Every one finished its own shutdown; none was killed after the timeout.
+    assert sorted(f.name for f in tmp_path.glob("clean-*")) == ["clean-0", "clean-1", "clean-2"]
+    assert [p.returncode for p in procs] == [0, 0, 0]
 
 
 def test_a_taken_port_is_a_clear_error(stack: StackInfo, stack_home: Path) -> None:
