@@ -157,14 +157,22 @@ class AgentOutput:
         self._timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
+    # put_state and send_status are the agent's per-event path: the bookkeeping is inline (no
+    # helper coroutine per record), the failure checked as an attribute before the method.
+
     async def put_state(self, key: bytes, value: bytes, partition: int) -> None:
-        self.raise_failure()
+        if self.failure is not None:
+            self.raise_failure()
         self.table.data[key] = value
         waiting = self._states.get(partition)
         if waiting is None:
             waiting = self._states[partition] = {}
         waiting[key] = value
-        await self._added()
+        self._pending += 1
+        if self._pending >= self.max_pending:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
 
     async def send_status(
         self, key: bytes, change: StatusChange, partition: int, *, count: bool = True
@@ -172,25 +180,23 @@ class AgentOutput:
         """`partition`: the key's partition among `key_partitions` (the device's raw partition):
         presence.status has as many by default, and then it is the key's partition there too
         (murmur2 in Python costs about 2 us a key)."""
-        self.raise_failure()
+        if self.failure is not None:
+            self.raise_failure()
         self._statuses.append((key, encode(change), partition))
         if count:
             counts = self.metrics.counts
             counts.by_status[change.status] += 1
             counts.by_reason[change.reason] += 1
-        await self._added()
-
-    @property
-    def pending(self) -> int:
-        """Records waiting for the next flush (a state replaced meanwhile counts twice)."""
-        return self._pending
-
-    async def _added(self) -> None:
         self._pending += 1
         if self._pending >= self.max_pending:
             await self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
+
+    @property
+    def pending(self) -> int:
+        """Records waiting for the next flush (a state replaced meanwhile counts twice)."""
+        return self._pending
 
     def _flush_soon(self) -> None:
         self._timer = None
