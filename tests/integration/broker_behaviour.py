@@ -84,7 +84,7 @@ BEHAVIOUR: dict[str, Behaviour] = {
         retained_wildcard_after_restart=True,
         shared=Spread.STICKY_UNLESS_LOADED,
         # A loaded CI run (2026-12-03): 1 of 100 delivered, then nothing for 10 s. Not
-        # reproduced in 37 runs here, idle or with every core busy; HiveMQ CE's tracker has
+        # reproduced in 57 runs here, idle or with every core busy; HiveMQ CE's tracker has
         # shared-subscription QoS 1 members going idle under load (hivemq-community-edition#558,
         # fixed in 2025.2, with a further report after the fix).
         shared_stall="once, in a loaded CI run: 1 of 100, then nothing for 10 s",
