@@ -157,8 +157,8 @@ class AgentOutput:
         self._timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
-    # put_state and send_status are the agent's per-event path: the bookkeeping is inline (no
-    # helper coroutine per record), the failure checked as an attribute before the method.
+    # put_state and send_status are the agent's per-event path: a coroutine is awaited only when
+    # the output is full, and the failure is read as an attribute before the method is called.
 
     async def put_state(self, key: bytes, value: bytes, partition: int) -> None:
         if self.failure is not None:
@@ -168,11 +168,8 @@ class AgentOutput:
         if waiting is None:
             waiting = self._states[partition] = {}
         waiting[key] = value
-        self._pending += 1
-        if self._pending >= self.max_pending:
+        if self._added():
             await self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
 
     async def send_status(
         self, key: bytes, change: StatusChange, partition: int, *, count: bool = True
@@ -187,16 +184,23 @@ class AgentOutput:
             counts = self.metrics.counts
             counts.by_status[change.status] += 1
             counts.by_reason[change.reason] += 1
-        self._pending += 1
-        if self._pending >= self.max_pending:
+        if self._added():
             await self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
 
     @property
     def pending(self) -> int:
         """Records waiting for the next flush (a state replaced meanwhile counts twice)."""
         return self._pending
+
+    def _added(self) -> bool:
+        """One more record waits: True when the output is full and must be flushed now, else
+        the linger's timer is running."""
+        self._pending += 1
+        if self._pending >= self.max_pending:
+            return True
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush_soon)
+        return False
 
     def _flush_soon(self) -> None:
         self._timer = None
