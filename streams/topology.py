@@ -215,12 +215,20 @@ async def run_agent(processor: Processor, stream: AsyncIterable[Any]) -> None:
 
 async def send_ticks(topology: Topology, watch: WriteWatch) -> None:
     """Time passes: a tick into `presence.ticks` for each raw partition this worker owns, each
-    watched until Kafka has it."""
+    watched from the moment it is handed over until Kafka has it. Not awaited here: a send can
+    wait for the topic's metadata while Kafka is away (a worker whose first tick came after
+    Kafka went), and the watch must count that wait, not stand still inside it (CI: a worker
+    ready half a second before an outage never said that Kafka was gone)."""
     value = encode({"now": time.time_ns() // 1_000_000})
     for partition in topology.active_partitions():
-        delivery = await topology.ticks.send(key=b"tick", value=value, partition=partition)
-        watch.sent(cast("asyncio.Future[Any]", delivery))  # a FutureMessage at run time
+        watch.sent(asyncio.ensure_future(delivered(topology.ticks, value, partition)))
     watch.check(time.monotonic())
+
+
+async def delivered(ticks: faust.TopicT, value: bytes, partition: int) -> Any:
+    """One tick, sent and then delivered (Faust's send returns the delivery's future)."""
+    delivery = await ticks.send(key=b"tick", value=value, partition=partition)
+    return await cast("asyncio.Future[Any]", delivery)  # a FutureMessage at run time
 
 
 async def expect_committed_offsets(topology: Topology, active: set[int]) -> None:
