@@ -158,13 +158,11 @@ class Processor:
                 raise ValueError(
                     f"record key {event.key!r} is not the device id {raw_event.device!r}"
                 )
-            now = self.clock_ms()
-            if raw_event.received_at - now > self.max_clock_skew_ms:
-                skewed = clock_skew(raw_event.received_at, now, self.max_clock_skew_ms)
-                await self.dead_letter(event, "clock_skew", skewed or "")
+            skewed = clock_skew(raw_event.received_at, self.clock_ms(), self.max_clock_skew_ms)
+            if skewed is not None:
+                await self.dead_letter(event, "clock_skew", skewed)
                 return
-            if self.watermarks.by_partition:  # bridges' progress records seen (else no doubt)
-                raw_event = self.benefit_of_doubt(raw_event, message)
+            raw_event = self.benefit_of_doubt(raw_event, message)
             await self.apply(event.key, raw_event, message.partition)
             self.metrics.counts.events += 1
         except DeliveryError:
@@ -214,13 +212,7 @@ class Processor:
         state, changes = transition(before, inp, self.config)  # `before` is left as it was
         if state is None:
             return
-        if (
-            before is None
-            or before.status is not state.status
-            or before.flapping is not state.flapping
-            or before.sleeping is not state.sleeping
-        ):  # what `category` reads: only then can the device's category have changed
-            self.statuses.update(partition, state.device, category(before), category(state))
+        self.statuses.update(partition, state.device, category(before), category(state))
         encoded = encode_state(state)
         if encoded != previous:  # nothing changed (a tick with nothing due): nothing to write
             await self.output.put_state(key, encoded, partition)
